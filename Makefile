@@ -1,0 +1,35 @@
+# Quick start: `make demo` (one job through the whole system) and `make test` (the whole suite).
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# pip prints a warning for every local index path this machine lists but lacks; keep the output readable
+QUIET := 2>&1 | { grep -v "^WARNING: Location" || true; }
+
+.PHONY: demo test lint install clean
+
+$(STAMP): pyproject.toml
+	$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "svdq needs Python 3.11 or newer"'
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip $(QUIET)
+	# torch first, pinned: this picks the CPU build on disk instead of downloading a CUDA one
+	$(BIN)/pip install -q torch==2.13.0 $(QUIET)
+	$(BIN)/pip install -q -e '.[test]' $(QUIET)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python ops/demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: $(STAMP) lint
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) var out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The HTTP surface: parse, authorize, call a service function. Never imports torch."""

@@ -1,0 +1,49 @@
+"""API keys: shown once, stored as SHA-256 with a non-secret prefix for lookup, compared in constant time.
+Keys are high-entropy random strings, so a fast hash is enough (no password stretching needed)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.tables import ApiKey, utcnow
+
+PREFIX_LEN = 12
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def key_prefix(key: str) -> str:
+    return key.removeprefix("svdq_")[:PREFIX_LEN]
+
+
+def new_key_string() -> str:
+    return "svdq_" + secrets.token_urlsafe(32)
+
+
+def store_key(session: Session, key: str, *, name: str, is_admin: bool = False) -> ApiKey:
+    row = ApiKey(id="key_" + secrets.token_hex(8), name=name, prefix=key_prefix(key),
+                 key_hash=hash_key(key), is_admin=is_admin, created_at=utcnow())
+    session.add(row)
+    session.commit()
+    return row
+
+
+def ensure_key(session: Session, key: str, *, name: str) -> ApiKey:
+    found = find_key(session, key)
+    return found if found is not None else store_key(session, key, name=name, is_admin=True)
+
+
+def find_key(session: Session, key: str) -> ApiKey | None:
+    if not key or len(key) > 512:
+        return None
+    row = session.scalars(select(ApiKey).where(ApiKey.prefix == key_prefix(key))).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    return row if hmac.compare_digest(row.key_hash, hash_key(key)) else None

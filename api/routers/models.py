@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.deps import CurrentKey, StateDep
+from models.presence import ready_workers
+from models.registry import REGISTRY
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.get("")
+def list_models(state: StateDep, key: CurrentKey) -> list[dict[str, Any]]:
+    out = []
+    for spec in REGISTRY.values():
+        try:
+            workers = ready_workers(state.redis, spec.name)
+        except Exception:  # noqa: BLE001 - Redis down: report what is known, /readyz says the rest
+            workers = []
+        out.append({
+            "name": spec.name, "description": spec.description,
+            "source": state.settings.model_source(spec.name) or "built-in (random weights)",
+            "defaults": spec.defaults, "limits": spec.limits.as_dict(),
+            "workers_ready": len(workers),
+            "workers": [{"name": w.get("name"), "device": w.get("device")} for w in workers],
+        })
+    return out

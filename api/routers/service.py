@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from api.deps import StateDep
+from api.errors import error_response
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(state: StateDep) -> Any:
+    problems = []
+    try:
+        with state.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001
+        problems.append({"component": "database", "message": str(exc).splitlines()[0][:200]})
+    try:
+        state.redis.ping()
+    except Exception as exc:  # noqa: BLE001
+        problems.append({"component": "redis", "message": str(exc)[:200]})
+    try:
+        state.store.check()
+    except Exception as exc:  # noqa: BLE001
+        problems.append({"component": "storage", "message": str(exc)[:200]})
+    if problems:
+        return error_response(503, "not_ready", "A service the API depends on is not answering; see details.",
+                              problems)
+    return JSONResponse({"status": "ready"})

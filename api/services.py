@@ -1,0 +1,216 @@
+"""Keyword-only service functions the routers call: images, jobs, views of them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from api.errors import ApiError
+from api.state import AppState
+from models.images import ImageRejected, clean_image
+from models.params import FieldError, JobSpec, pydantic_errors, resolve_output, resolve_params
+from models.registry import REGISTRY, get_spec
+from models.states import JobStatus, fail_job
+from models.storage import StorageError, image_key
+from models.tables import ApiKey, Image, Job, utcnow
+from worker.celery_app import RENDER_TASK, broker_priority, queue_name
+
+log = logging.getLogger("svdq.api")
+
+
+def invalid(details: list[FieldError], message: str = "Some parameters are invalid; see details.") -> ApiError:
+    return ApiError(422, "invalid_params", message, [d.model_dump() for d in details])
+
+
+def iso(dt: datetime | None) -> str | None:
+    return dt.isoformat().replace("+00:00", "Z") if dt is not None else None
+
+
+# images ---------------------------------------------------------------------------------------------
+
+def image_view(img: Image) -> dict[str, Any]:
+    return {"id": img.id, "width": img.width, "height": img.height, "content_type": img.content_type,
+            "bytes": img.bytes, "sha256": img.sha256, "created_at": iso(img.created_at)}
+
+
+def store_image(*, state: AppState, session: Session, key: ApiKey, data: bytes) -> tuple[Image, bool]:
+    """Clean and store an upload; the same bytes from the same key give the same image (created=False)."""
+    try:
+        clean = clean_image(data, max_pixels=state.settings.max_image_pixels)
+    except ImageRejected as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from exc
+    image_id = "img_" + hashlib.sha256(f"{key.id}:{clean.source_sha256}".encode()).hexdigest()[:24]
+    existing = session.get(Image, image_id)
+    if existing is not None:
+        return existing, False
+    skey = image_key(image_id)
+    try:
+        state.store.put(skey, clean.png, "image/png")
+    except StorageError as exc:
+        raise ApiError(503, "storage_unavailable", "Storage is not answering; try again shortly.") from exc
+    img = Image(id=image_id, owner_id=key.id, sha256=clean.source_sha256, width=clean.width,
+                height=clean.height, content_type="image/png", bytes=len(clean.png), storage_key=skey,
+                created_at=utcnow())
+    session.add(img)
+    session.commit()
+    return img, True
+
+
+def get_image(*, session: Session, key: ApiKey, image_id: str) -> Image:
+    img = session.get(Image, image_id)
+    if img is None or (img.owner_id != key.id and not key.is_admin):
+        raise ApiError(404, "not_found", f"No image {image_id!r}; upload it with POST /v1/images.")
+    return img
+
+
+# jobs -----------------------------------------------------------------------------------------------
+
+def parse_spec(raw: Any) -> JobSpec:
+    from pydantic import ValidationError
+
+    if not isinstance(raw, dict):
+        raise ApiError(422, "invalid_request", "The job spec must be a JSON object.")
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise invalid(pydantic_errors(exc, "")) from exc
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """A job request that passed every check; nothing is stored until it exists."""
+
+    model: str
+    params: dict[str, Any]
+    output: dict[str, Any]
+    priority: int
+
+
+def plan_job(spec: JobSpec) -> JobPlan:
+    model = get_spec(spec.model)
+    if model is None:
+        raise invalid([FieldError(field="model", message=f"unknown model {spec.model!r}; "
+                                  f"choose one of {', '.join(REGISTRY)}")])
+    params, errors = resolve_params(model, spec.params)
+    output, oerr = resolve_output(spec.output)
+    errors += oerr
+    if not 0 <= spec.priority <= 9:
+        errors.append(FieldError(field="priority", message=f"must be between 0 and 9, got {spec.priority}"))
+    if spec.postprocess:
+        errors.append(FieldError(field="postprocess", message="post-processing is not available on this "
+                                 "server yet; leave it out"))
+    if spec.webhook_url is not None:
+        errors.append(FieldError(field="webhook_url", message="webhooks are not available on this server yet; "
+                                 "leave it out and poll GET /v1/jobs/{id}"))
+    if errors:
+        raise invalid(errors)
+    return JobPlan(model=model.name, params=params, output=output, priority=spec.priority)
+
+
+def create_job(*, state: AppState, session: Session, key: ApiKey, plan: JobPlan, image: Image) -> Job:
+    job = Job(id="job_" + secrets.token_hex(12), owner_id=key.id, status=JobStatus.QUEUED, model=plan.model,
+              image_id=image.id, params=plan.params, output=plan.output, postprocess=None,
+              priority=plan.priority, attempts=0, progress_step=0,
+              progress_total=plan.params["num_inference_steps"], created_at=utcnow())
+    session.add(job)
+    session.commit()
+    enqueue(state=state, session=session, job=job)
+    return job
+
+
+def enqueue(*, state: AppState, session: Session, job: Job) -> None:
+    try:
+        state.celery.send_task(RENDER_TASK, args=[job.id], queue=queue_name(job.model),
+                               priority=broker_priority(job.priority))
+    except Exception as exc:
+        log.error("enqueue of %s failed: %s", job.id, exc)
+        fail_job(session, job_id=job.id, worker=None, code="queue_unavailable",
+                 message="The job queue (Redis) did not accept the job; submit it again.")
+        raise ApiError(503, "queue_unavailable", "The job queue is not answering; try again shortly.",
+                       headers={"Retry-After": "5"}) from exc
+
+
+def get_job(*, session: Session, key: ApiKey, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or (job.owner_id != key.id and not key.is_admin):
+        raise ApiError(404, "not_found", f"No job {job_id!r}.")
+    return job
+
+
+def queue_position(session: Session, job: Job) -> int:
+    ahead = session.scalar(
+        select(func.count()).select_from(Job).where(
+            Job.status == JobStatus.QUEUED, Job.model == job.model,
+            or_(Job.priority > job.priority, and_(Job.priority == job.priority, Job.created_at < job.created_at)),
+        )
+    )
+    return int(ahead or 0)
+
+
+def job_view(*, state: AppState, session: Session, job: Job, base_url: str) -> dict[str, Any]:
+    total = job.progress_total or job.params.get("num_inference_steps", 0)
+    step = total if job.status == JobStatus.SUCCEEDED else job.progress_step
+    view: dict[str, Any] = {
+        "id": job.id, "status": job.status, "model": job.model, "image_id": job.image_id,
+        "params": job.params, "output": job.output, "postprocess": job.postprocess, "priority": job.priority,
+        "queue_position": queue_position(session, job) if job.status == JobStatus.QUEUED else None,
+        "progress": {"step": step, "total": total, "fraction": round(step / total, 4) if total else 0.0,
+                     "stage": job.progress_stage},
+        "attempts": job.attempts, "worker": job.worker, "sweep_id": job.sweep_id,
+        "created_at": iso(job.created_at), "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
+        "result": None, "error": None, "runtime": job.runtime,
+    }
+    if job.status == JobStatus.SUCCEEDED and job.result:
+        r = job.result
+        video_url = state.store.presigned_url(r["video_key"], r["content_type"]) or f"{base_url}/v1/jobs/{job.id}/video"
+        poster_url = state.store.presigned_url(r["poster_key"], "image/jpeg") or f"{base_url}/v1/jobs/{job.id}/poster"
+        view["result"] = {"video_url": video_url, "poster_url": poster_url,
+                          **{k: r[k] for k in ("content_type", "bytes", "sha256", "frames", "width", "height", "fps")}}
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
+        view["error"] = {"code": job.error_code, "message": job.error_message}
+    return view
+
+
+def encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(created), str(job_id)
+    except (ValueError, TypeError) as exc:
+        raise ApiError(422, "invalid_request", "The cursor is not one this API gave out; start without it.") from exc
+
+
+def list_jobs(*, session: Session, key: ApiKey, status: str | None, sweep_id: str | None, limit: int,
+              cursor: str | None) -> tuple[list[Job], str | None]:
+    if status is not None and status not in set(JobStatus):
+        raise ApiError(422, "invalid_request", f"Unknown status {status!r}; use one of "
+                       f"{', '.join(s.value for s in JobStatus)}.")
+    if not 1 <= limit <= 200:
+        raise ApiError(422, "invalid_request", "limit must be between 1 and 200.")
+    q = select(Job)
+    if not key.is_admin:
+        q = q.where(Job.owner_id == key.id)
+    if status is not None:
+        q = q.where(Job.status == status)
+    if sweep_id is not None:
+        q = q.where(Job.sweep_id == sweep_id)
+    if cursor:
+        created, job_id = decode_cursor(cursor)
+        q = q.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+    rows = list(session.scalars(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (encode_cursor(rows[-1]) if more and rows else None)

@@ -1,0 +1,1 @@
+"""The `svdq` command line (and, later, the Python SDK)."""

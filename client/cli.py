@@ -1,0 +1,189 @@
+"""`svdq`: every process role and the operator's commands, configured by SVDQ_* variables."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from typing import Any
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_db_upgrade(_: argparse.Namespace) -> int:
+    from models.migrate import upgrade
+    from models.settings import Settings
+
+    settings = Settings()
+    upgrade(settings.database_url)
+    print(f"database at {settings.database_url.split('@')[-1]} is up to date")
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from api.auth import new_key_string, store_key
+    from models.db import create_db_engine, create_session_factory
+    from models.settings import Settings
+
+    engine = create_db_engine(Settings().database_url)
+    key = new_key_string()
+    with create_session_factory(engine)() as session:
+        row = store_key(session, key, name=args.name, is_admin=args.admin)
+    print(key)
+    print(f"(key {row.id} '{args.name}' created; it is shown only once)", file=sys.stderr)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info", access_log=False)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    if args.gpu is not None:
+        # before anything imports torch, so this process sees one GPU only
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
+    _setup_logging()
+    import redis
+
+    from models.presence import Heartbeat
+    from models.settings import Settings
+    from worker.celery_app import create_celery, queue_name
+    from worker.context import WorkerContext
+
+    settings = Settings()
+    if not settings.redis_url:
+        print("svdq worker: set SVDQ_REDIS_URL (svdq dev sets it for you)", file=sys.stderr)
+        return 2
+    ctx = WorkerContext.create(settings, args.model, gpu=None if args.gpu is None else str(args.gpu))
+    ctx.start()
+    beat = Heartbeat(redis.Redis.from_url(settings.redis_url), args.model, ctx.name,
+                     {"device": ctx.holder.device, "pipeline_instance": ctx.holder.instance_id})
+    beat.start()
+    app = create_celery(settings, context=ctx)
+    try:
+        app.worker_main(["worker", "--pool=solo", "--concurrency=1", "-Q", queue_name(args.model),
+                         "-n", ctx.name, "--loglevel=INFO", "--without-mingle", "--without-gossip", "-E"])
+    finally:
+        beat.stop()
+    return 0
+
+
+def cmd_flower(args: argparse.Namespace) -> int:
+    from models.settings import Settings
+
+    settings = Settings()
+    if not settings.redis_url:
+        print("svdq flower: set SVDQ_REDIS_URL", file=sys.stderr)
+        return 2
+    cmd = [sys.executable, "-m", "celery", "-b", settings.redis_url, "flower",
+           f"--port={args.port}", f"--address={args.host}"]
+    auth = os.environ.get("SVDQ_FLOWER_BASIC_AUTH")
+    if auth:
+        cmd.append(f"--basic-auth={auth}")
+    os.execv(sys.executable, cmd)  # noqa: S606 - Flower replaces this process
+    return 0  # not reached
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from client.procs import Supervisor, free_port, redis_server_cmd, wait_for_port
+    from models.migrate import upgrade
+    from models.settings import Settings
+
+    settings = Settings()
+    env = dict(os.environ)
+    sup = Supervisor()
+    stop = False
+
+    def _on_signal(*_: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        if not settings.redis_url:
+            rport = free_port()
+            sup.start("redis", redis_server_cmd(rport))
+            if not wait_for_port(rport, 10):
+                raise RuntimeError("the private redis-server did not start")
+            env["SVDQ_REDIS_URL"] = f"redis://127.0.0.1:{rport}/0"
+        upgrade(settings.database_url)
+        if not settings.bootstrap_api_key:
+            env["SVDQ_BOOTSTRAP_API_KEY"] = "svdq_dev_" + secrets.token_urlsafe(16)
+        me = [sys.executable, "-m", "client.cli"]
+        flower_port = args.flower_port or free_port()
+        sup.start("api", [*me, "api", "--port", str(args.port), "--host", args.host], env)
+        sup.start("worker", [*me, "worker", "--model", args.model], env)
+        sup.start("flower", [*me, "flower", "--port", str(flower_port), "--host", args.host], env)
+        print(f"svdq dev: API  http://{args.host}:{args.port}  (docs at /docs)", flush=True)
+        print(f"svdq dev: Flower http://{args.host}:{flower_port}", flush=True)
+        print(f"svdq dev: API key {env['SVDQ_BOOTSTRAP_API_KEY']}", flush=True)
+        print("svdq dev: Ctrl-C stops everything", flush=True)
+        while not stop:
+            exited = sup.first_exited()
+            if exited is not None:
+                print(f"svdq dev: {exited[0]} exited with code {exited[1]}; stopping", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        sup.stop()
+        print("svdq dev: stopped", flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="svdq", description="Stable Video Diffusion as a job service.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database migrations").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply migrations").set_defaults(fn=cmd_db_upgrade)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    kc = keys.add_parser("create", help="print a new API key (shown once)")
+    kc.add_argument("--name", required=True)
+    kc.add_argument("--admin", action="store_true")
+    kc.set_defaults(fn=cmd_keys_create)
+
+    api = sub.add_parser("api", help="run the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(fn=cmd_api)
+
+    w = sub.add_parser("worker", help="run one render worker (one per GPU)")
+    w.add_argument("--model", default="tiny")
+    w.add_argument("--gpu", default=None, help="GPU index; sets CUDA_VISIBLE_DEVICES for this process")
+    w.set_defaults(fn=cmd_worker)
+
+    f = sub.add_parser("flower", help="run Flower on the same broker")
+    f.add_argument("--host", default="127.0.0.1")
+    f.add_argument("--port", type=int, default=5555)
+    f.set_defaults(fn=cmd_flower)
+
+    d = sub.add_parser("dev", help="API + worker + Flower (+ a private Redis) on embedded defaults")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=8000)
+    d.add_argument("--flower-port", type=int, default=None)
+    d.add_argument("--model", default="tiny")
+    d.set_defaults(fn=cmd_dev)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rc: int = args.fn(args)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

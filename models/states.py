@@ -1,0 +1,105 @@
+"""The job state machine. A job row moves only through conditional updates, so two processes that
+race for the same transition cannot both win."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from models.tables import Job, utcnow
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELED, JobStatus.FAILED}),
+    JobStatus.RUNNING: frozenset({JobStatus.QUEUED, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED}),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELED: frozenset(),
+}
+
+
+def can_move(src: JobStatus, dst: JobStatus) -> bool:
+    return dst in TRANSITIONS[src]
+
+
+def claim_job(session: Session, *, job_id: str, worker: str, lease_s: float) -> bool:
+    """queued -> running for this worker; False when someone else got it or it is no longer queued."""
+    now = utcnow()
+    res = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(
+            status=JobStatus.RUNNING,
+            worker=worker,
+            started_at=now,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            attempts=Job.attempts + 1,
+            progress_step=0,
+            progress_stage="loading",
+        )
+    )
+    session.commit()
+    return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+def _move_running(session: Session, *, job_id: str, worker: str, values: dict[str, Any]) -> bool:
+    res = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.worker == worker).values(**values)
+    )
+    session.commit()
+    return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+def record_progress(session: Session, *, job_id: str, worker: str, step: int, total: int, stage: str) -> bool:
+    return _move_running(
+        session, job_id=job_id, worker=worker,
+        values={"progress_step": step, "progress_total": total, "progress_stage": stage},
+    )
+
+
+def finish_job(
+    session: Session, *, job_id: str, worker: str, result: dict[str, Any], runtime: dict[str, Any]
+) -> bool:
+    return _move_running(
+        session, job_id=job_id, worker=worker,
+        values={
+            "status": JobStatus.SUCCEEDED, "result": result, "runtime": runtime,
+            "finished_at": utcnow(), "lease_expires_at": None, "progress_stage": "done",
+        },
+    )
+
+
+def fail_job(
+    session: Session, *, job_id: str, worker: str | None, code: str, message: str,
+    runtime: dict[str, Any] | None = None, status: JobStatus = JobStatus.FAILED,
+) -> bool:
+    """running (held by `worker`) or queued (worker None) -> failed/canceled."""
+    values: dict[str, Any] = {
+        "status": status, "error_code": code, "error_message": message,
+        "finished_at": utcnow(), "lease_expires_at": None,
+    }
+    if runtime is not None:
+        values["runtime"] = runtime
+    if worker is None:
+        res = session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED).values(**values))
+        session.commit()
+        return bool(res.rowcount)  # type: ignore[attr-defined]
+    return _move_running(session, job_id=job_id, worker=worker, values=values)
+
+
+def lease_expiry(now: datetime, lease_s: float) -> datetime:
+    return now + timedelta(seconds=lease_s)

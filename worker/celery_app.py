@@ -1,0 +1,59 @@
+"""The Celery app factory. Importing this module never imports torch: the API uses it to enqueue."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from celery import Celery
+
+from models.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.context import WorkerContext
+
+RENDER_TASK = "svdq.render"
+
+
+def queue_name(model: str) -> str:
+    return f"render.{model}"
+
+
+def broker_priority(priority: int) -> int:
+    # kombu's Redis transport serves priority 0 first; the API's 9 is the most urgent
+    return 9 - priority
+
+
+def create_celery(settings: Settings, *, context: WorkerContext | None = None) -> Celery:
+    if not settings.redis_url:
+        raise ValueError("SVDQ_REDIS_URL is not set; `svdq dev` starts a private redis-server for you")
+    app = Celery("svdq", broker=settings.redis_url, set_as_current=False)
+    transport = {
+        # above the longest render, so Redis never hands a running job to a second worker
+        "visibility_timeout": settings.visibility_timeout_s,
+        "queue_order_strategy": "priority",
+        "priority_steps": list(range(10)),
+        "sep": ":",
+        "socket_connect_timeout": 5,
+    }
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+    )
+    if context is not None:
+        from worker.tasks import register_tasks
+
+        register_tasks(app, context)
+    return app

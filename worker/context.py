@@ -1,0 +1,53 @@
+"""What a worker process makes once at start and hands to every task (arq's on_startup ctx)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db import create_db_engine, create_session_factory
+from models.registry import ModelSpec, get_spec
+from models.settings import Settings
+from models.storage import LocalStore, S3Store, open_store
+from models.tiny import ensure_tiny
+from worker.pipeline import PipelineHolder
+
+log = logging.getLogger("svdq.worker")
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    spec: ModelSpec
+    name: str
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: LocalStore | S3Store
+    holder: PipelineHolder
+    jobs_done: int = field(default=0)
+
+    @classmethod
+    def create(cls, settings: Settings, model: str, *, gpu: str | None = None) -> WorkerContext:
+        spec = get_spec(model)
+        if spec is None:
+            raise ValueError(f"unknown model {model!r}")
+        source = settings.model_source(model)
+        if source is None:  # the tiny model: built once into the cache
+            source = str(ensure_tiny(settings.cache_dir))
+        engine = create_db_engine(settings.database_url)
+        name = f"{model}-{'gpu' + gpu if gpu is not None else 'w'}{os.getpid()}@{socket.gethostname()}"
+        return cls(
+            settings=settings, spec=spec, name=name, engine=engine,
+            sessions=create_session_factory(engine), store=open_store(settings),
+            holder=PipelineHolder(model=model, source=source, device=settings.device),
+        )
+
+    def start(self) -> None:
+        log.info("loading %s from %s on %s", self.spec.name, self.holder.source, self.holder.device)
+        self.holder.load()
+        log.info("pipeline ready in %.1fs", self.holder.load_seconds)

@@ -1,0 +1,15 @@
+"""Celery task bindings. The message carries a job id and nothing else; the row holds the rest."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from worker.celery_app import RENDER_TASK
+from worker.context import WorkerContext
+from worker.render import run_render
+
+
+def register_tasks(app: Celery, ctx: WorkerContext) -> None:
+    @app.task(name=RENDER_TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+    def render(job_id: str) -> str:
+        return run_render(ctx, job_id)
