@@ -58,7 +58,7 @@ async def submit_job(request: Request, state: StateDep, session: SessionDep, key
                            "image with POST /v1/images and send its image_id.",
                            [FieldError(field="image_url", message="not supported yet").model_dump()])
         if not spec.image_id:
-            raise ApiError(422, "invalid_params", "Name the image: give image_id (from POST /v1/images), "
+            raise ApiError(422, "invalid_request", "Name the image: give image_id (from POST /v1/images), "
                            "or send multipart/form-data with an 'image' file part.",
                            [FieldError(field="image_id", message="required").model_dump()])
         plan = plan_job(spec)

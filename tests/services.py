@@ -1,0 +1,98 @@
+"""Real services for integration tests: a private redis-server, a throwaway PostgreSQL database, moto's
+S3 server over HTTP. Locally a missing service skips its tests; with CI=true it fails them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from client.procs import free_port, redis_server_cmd, wait_for_port
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PG_ADMIN_URL = os.environ.get("SVDQ_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason}; with CI=true integration services must be reachable")
+    pytest.skip(reason)
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    if shutil.which("redis-server") is None:
+        unavailable("redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen(redis_server_cmd(port), stdout=subprocess.DEVNULL)
+    try:
+        if not wait_for_port(port, 10):
+            unavailable("redis-server did not start")
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _pg_reachable() -> bool:
+    try:
+        eng = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with eng.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        eng.dispose()
+        return True
+    except Exception:
+        return False
+
+
+def _start_local_postgres() -> None:
+    """The harness starts the machine's PostgreSQL cluster when it is installed but not running."""
+    versions = Path("/etc/postgresql")
+    if shutil.which("pg_ctlcluster") is None or not versions.is_dir():
+        return
+    for version in sorted(p.name for p in versions.iterdir()):
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
+                       check=False, capture_output=True, timeout=60)
+    for _ in range(30):
+        if _pg_reachable():
+            return
+        time.sleep(1)
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    if not _pg_reachable():
+        _start_local_postgres()
+        if not _pg_reachable():
+            unavailable(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+    name = f"svdq_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def moto_s3() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
