@@ -8,8 +8,8 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from tests.services import moto_s3, postgres_database, redis_server  # noqa: E402
-from tests.stack import Stack, build_stack  # noqa: E402
+from tests.services import moto_s3, postgres_database, redis_server
+from tests.stack import Stack, build_stack
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ class Stack:
         return {"Authorization": f"Bearer {API_KEY}"}
 
     def start_worker(self, model: str = "tiny", timeout: float = 180) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"worker-{len(self.workers)}.log", "wb")  # noqa: SIM115 - lives with the process
+        log = open(self.tmp / f"worker-{len(self.workers)}.log", "wb")
         proc = subprocess.Popen([sys.executable, "-m", "client.cli", "worker", "--model", model],
                                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.workers.append(proc)

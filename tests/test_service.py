@@ -1,0 +1,101 @@
+"""Service routes, listing, keys, settings and enqueue failure."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from client.procs import free_port
+from models.migrate import upgrade
+from models.settings import Settings
+from tests.stack import API_KEY, ROOT, Stack, sample_png
+
+
+def test_health_ready_and_models(sqlite_stack: Stack) -> None:
+    c = sqlite_stack.client
+    assert c.get("/healthz").json() == {"status": "ok"}
+    assert c.get("/readyz").status_code == 200
+    assert c.get("/v1/models").status_code == 401
+    models = {m["name"]: m for m in c.get("/v1/models", headers=sqlite_stack.headers).json()}
+    assert set(models) == {"svd", "svd-xt", "svd-xt-1-1", "tiny"}
+    assert models["tiny"]["workers_ready"] == 1 and models["svd"]["workers_ready"] == 0
+    assert models["tiny"]["workers"][0]["device"] == "cpu"
+    assert models["svd-xt"]["defaults"]["num_frames"] == 25 and models["svd"]["defaults"]["num_frames"] == 14
+    assert "/v1/jobs" in c.get("/openapi.json").json()["paths"]
+
+
+def test_jobs_list_newest_first_with_a_cursor(sqlite_stack: Stack) -> None:
+    s = sqlite_stack
+    image = s.upload()
+    ids = [s.submit(image["id"], params={"num_inference_steps": 1, "num_frames": 2})["id"] for _ in range(3)]
+    for job_id in ids:
+        s.wait(job_id)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        url = "/v1/jobs?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = s.client.get(url, headers=s.headers).json()
+        seen += [j["id"] for j in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen.index(ids[2]) < seen.index(ids[1]) < seen.index(ids[0])
+    assert len(seen) == len(set(seen))
+    done = s.client.get("/v1/jobs?status=succeeded&limit=200", headers=s.headers).json()["items"]
+    assert all(j["status"] == "succeeded" for j in done) and set(ids) <= {j["id"] for j in done}
+
+
+def test_the_same_bytes_give_the_same_image_id(sqlite_stack: Stack) -> None:
+    a, b = sqlite_stack.upload(sample_png(color=(1, 2, 3))), sqlite_stack.upload(sample_png(color=(1, 2, 3)))
+    assert a["id"] == b["id"] and a["sha256"] == b["sha256"]
+    assert sqlite_stack.upload(sample_png(color=(9, 9, 9)))["id"] != a["id"]
+
+
+def app_with(tmp_path: Path, redis_url: str) -> TestClient:
+    db = f"sqlite:///{tmp_path}/svc.db"
+    upgrade(db)
+    settings = Settings(_env_file=None, database_url=db, storage_url=f"file://{tmp_path}/r", redis_url=redis_url,
+                        bootstrap_api_key=API_KEY)
+    return TestClient(create_app(settings))
+
+
+def test_readyz_is_503_and_submits_are_503_when_redis_is_down(tmp_path: Path) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    with app_with(tmp_path, dead) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["error"]["details"][0]["component"] == "redis"
+        h = {"Authorization": f"Bearer {API_KEY}"}
+        image = c.post("/v1/images", headers=h, files={"image": ("a.png", sample_png())}).json()
+        r = c.post("/v1/jobs", headers=h, json={"model": "tiny", "image_id": image["id"]})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "queue_unavailable"
+        assert r.headers["retry-after"]
+        # the job is not left queued forever: it is recorded as failed with the reason
+        jobs = c.get("/v1/jobs", headers=h).json()["items"]
+        assert [j["error"]["code"] for j in jobs] == ["queue_unavailable"]
+
+
+def test_keys_create_prints_a_key_that_works(tmp_path: Path, redis_url: str) -> None:
+    db = f"sqlite:///{tmp_path}/svc.db"
+    env = {**os.environ, "SVDQ_DATABASE_URL": db}
+    subprocess.run([sys.executable, "-m", "client.cli", "db", "upgrade"], env=env, cwd=ROOT, check=True,
+                   capture_output=True)
+    out = subprocess.run([sys.executable, "-m", "client.cli", "keys", "create", "--name", "alice"], env=env,
+                         cwd=ROOT, check=True, capture_output=True, text=True)
+    key = out.stdout.strip()
+    assert key.startswith("svdq_") and len(key) > 40
+    with app_with(tmp_path, redis_url) as c:
+        assert c.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        assert c.get("/v1/jobs", headers={"Authorization": f"Bearer {key}x"}).status_code == 401
+
+
+def test_settings_refuse_placeholder_secrets_outside_dev() -> None:
+    with pytest.raises(ValueError, match="placeholder"):
+        Settings(_env_file=None, env="prod", bootstrap_api_key="changeme")
+    Settings(_env_file=None, env="dev", bootstrap_api_key="changeme")
+    Settings(_env_file=None, env="prod", bootstrap_api_key="svdq_" + "x" * 40)

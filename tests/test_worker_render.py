@@ -1,0 +1,131 @@
+"""The worker's render path in-process (no broker): each way a job can go wrong ends it with a code
+and a message, and a message for a job that is not queued renders nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from api.auth import store_key
+from models.db import session_scope
+from models.images import clean_image
+from models.migrate import upgrade
+from models.params import resolve_params
+from models.registry import REGISTRY
+from models.settings import Settings
+from models.storage import StorageError, image_key
+from models.tables import ApiKey, Image, Job, utcnow
+from tests.stack import sample_png
+from worker.context import WorkerContext
+from worker.render import run_render
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> Iterator[WorkerContext]:
+    tmp = tmp_path_factory.mktemp("worker")
+    settings = Settings(_env_file=None, database_url=f"sqlite:///{tmp}/w.db", storage_url=f"file://{tmp}/res",
+                        cache_dir=tiny_cache, device="cpu", progress_interval_s=0.0)
+    upgrade(settings.database_url)
+    c = WorkerContext.create(settings, "tiny")
+    c.start()
+    with session_scope(c.sessions) as s:
+        store_key(s, "svdq_worker_unit_key_1", name="w")
+    yield c
+    c.engine.dispose()
+
+
+def make_job(ctx: WorkerContext, *, store_image: bool = True, status: str = "queued", **params: object) -> str:
+    clean = clean_image(sample_png(), max_pixels=10**6)
+    with session_scope(ctx.sessions) as s:
+        key = s.query(ApiKey).first()
+        assert key is not None
+        img_id = "img_" + clean.source_sha256[:20] + ("" if store_image else "x")
+        if s.get(Image, img_id) is None:
+            s.add(Image(id=img_id, owner_id=key.id, sha256=clean.source_sha256, width=clean.width,
+                        height=clean.height, content_type="image/png", bytes=len(clean.png),
+                        storage_key=image_key(img_id), created_at=utcnow()))
+        if store_image:
+            ctx.store.put(image_key(img_id), clean.png, "image/png")
+        p, errors = resolve_params(REGISTRY["tiny"], {"num_inference_steps": 2, "num_frames": 4, **params})
+        assert not errors
+        job_id = f"job_{len(s.query(Job).all())}"
+        s.add(Job(id=job_id, owner_id=key.id, status=status, model="tiny", image_id=img_id, params=p,
+                  output={"format": "mp4"}, priority=5, attempts=0, progress_step=0, progress_total=2,
+                  created_at=utcnow()))
+    return job_id
+
+
+def load(ctx: WorkerContext, job_id: str) -> Job:
+    with ctx.sessions() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+def test_a_job_renders_and_records_progress_result_and_runtime(ctx: WorkerContext) -> None:
+    job_id = make_job(ctx, seed=3)
+    assert run_render(ctx, job_id) == "succeeded"
+    job = load(ctx, job_id)
+    assert job.status == "succeeded" and job.progress_stage == "done" and job.progress_step == 2
+    assert job.result is not None and ctx.store.exists(job.result["video_key"])
+    assert job.runtime is not None and job.runtime["seed"] == 3 and job.runtime["timings"]["render_s"] > 0
+
+
+def test_the_same_seed_renders_the_same_bytes(ctx: WorkerContext) -> None:
+    a, b = make_job(ctx, seed=11), make_job(ctx, seed=11)
+    run_render(ctx, a)
+    run_render(ctx, b)
+    ra, rb = load(ctx, a).result, load(ctx, b).result
+    assert ra is not None and rb is not None and ra["sha256"] == rb["sha256"]
+
+
+def test_a_message_for_a_job_that_is_not_queued_renders_nothing(ctx: WorkerContext) -> None:
+    job_id = make_job(ctx, status="canceled")
+    assert run_render(ctx, job_id) == "skipped:canceled"
+    assert load(ctx, job_id).status == "canceled" and load(ctx, job_id).attempts == 0
+    assert run_render(ctx, "job_does_not_exist") == "missing"
+
+
+def test_a_missing_image_fails_the_job_with_image_missing(ctx: WorkerContext) -> None:
+    job_id = make_job(ctx, store_image=False)
+    assert run_render(ctx, job_id) == "failed:image_missing"
+    job = load(ctx, job_id)
+    assert job.status == "failed" and job.error_code == "image_missing"
+    assert "upload it again" in (job.error_message or "")
+
+
+def test_a_render_error_fails_the_job_with_render_failed(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def boom(*a: object, **k: object) -> None:
+        raise RuntimeError("the UNet exploded")
+
+    monkeypatch.setattr(ctx.holder, "render", boom)
+    job_id = make_job(ctx)
+    assert run_render(ctx, job_id) == "failed:render_failed"
+    assert "the UNet exploded" in (load(ctx, job_id).error_message or "")
+
+
+def test_out_of_memory_names_the_size_and_frames(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def oom(*a: object, **k: object) -> None:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(ctx.holder, "render", oom)
+    job_id = make_job(ctx)
+    assert run_render(ctx, job_id) == "failed:out_of_memory"
+    assert "4 frames at 128x64" in (load(ctx, job_id).error_message or "")
+
+
+def test_a_storage_outage_retries_then_fails_with_storage_unavailable(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    calls = []
+
+    def down(*a: object, **k: object) -> None:
+        calls.append(1)
+        raise StorageError("connection refused")
+
+    job_id = make_job(ctx)
+    monkeypatch.setattr(ctx.store, "put", down)
+    monkeypatch.setattr("worker.render.time.sleep", lambda s: None)
+    assert run_render(ctx, job_id) == "failed:storage_unavailable"
+    assert len(calls) == 4
+    assert load(ctx, job_id).status == "failed"
