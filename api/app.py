@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
+import redis.asyncio
 from fastapi import FastAPI
 
 from api.auth import ensure_key
@@ -15,6 +16,7 @@ from api.limits import BodySizeLimit
 from api.routers import images, jobs, models, service
 from api.state import AppState
 from models.db import create_db_engine, create_session_factory
+from models.events import JobSignals
 from models.settings import Settings
 from models.storage import open_store
 from worker.celery_app import create_celery
@@ -25,10 +27,12 @@ log = logging.getLogger("svdq.api")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     engine = create_db_engine(settings.database_url)
+    sync_redis = redis.Redis.from_url(settings.redis_url or "", socket_timeout=2, socket_connect_timeout=2)
     state = AppState(
         settings=settings, engine=engine, sessions=create_session_factory(engine),
-        store=open_store(settings), celery=create_celery(settings),
-        redis=redis.Redis.from_url(settings.redis_url or "", socket_timeout=2, socket_connect_timeout=2),
+        store=open_store(settings), celery=create_celery(settings), redis=sync_redis,
+        aredis=redis.asyncio.Redis.from_url(settings.redis_url or "", socket_connect_timeout=2),
+        signals=JobSignals(sync_redis),
     )
 
     @asynccontextmanager
@@ -37,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with state.sessions() as session:
                 ensure_key(session, settings.bootstrap_api_key, name="bootstrap")
         yield
+        await state.aredis.aclose()
         state.redis.close()
         engine.dispose()
 

@@ -18,8 +18,9 @@ from api.errors import ApiError
 from api.state import AppState
 from models.images import ImageRejected, clean_image
 from models.params import FieldError, JobSpec, pydantic_errors, resolve_output, resolve_params
+from models.presence import ready_workers
 from models.registry import REGISTRY, get_spec
-from models.states import JobStatus, fail_job
+from models.states import JobStatus, fail_job, request_cancel
 from models.storage import StorageError, image_key
 from models.tables import ApiKey, Image, Job, utcnow
 from worker.celery_app import RENDER_TASK, broker_priority, queue_name
@@ -93,6 +94,8 @@ class JobPlan:
     params: dict[str, Any]
     output: dict[str, Any]
     priority: int
+    postprocess: dict[str, Any] | None = None
+    reuse: bool = True
 
 
 def plan_job(spec: JobSpec) -> JobPlan:
@@ -113,18 +116,61 @@ def plan_job(spec: JobSpec) -> JobPlan:
                                  "leave it out and poll GET /v1/jobs/{id}"))
     if errors:
         raise invalid(errors)
-    return JobPlan(model=model.name, params=params, output=output, priority=spec.priority)
+    return JobPlan(model=model.name, params=params, output=output, priority=spec.priority, reuse=spec.reuse)
 
 
-def create_job(*, state: AppState, session: Session, key: ApiKey, plan: JobPlan, image: Image) -> Job:
+def fingerprint(image: Image, plan: JobPlan) -> str:
+    """What a render's bytes depend on, less the model revision (checked against the workers at reuse)."""
+    doc = {"image": image.sha256, "model": plan.model, "params": plan.params, "output": plan.output,
+           "postprocess": plan.postprocess}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def reusable_result(*, state: AppState, session: Session, key: ApiKey, model: str, fp: str) -> Job | None:
+    """A succeeded job of this key with the same fingerprint, rendered by the revision the ready workers
+    hold now. With no worker ready the revision cannot be confirmed, so nothing is reused."""
+    try:
+        revisions = {w.get("revision") for w in ready_workers(state.redis, model)} - {None}
+    except Exception:  # noqa: BLE001 - Redis down: render afresh rather than guess
+        return None
+    if not revisions:
+        return None
+    rows = session.scalars(select(Job).where(Job.owner_id == key.id, Job.fingerprint == fp,
+                                             Job.status == JobStatus.SUCCEEDED, Job.reused_from.is_(None))
+                           .order_by(Job.created_at.desc()).limit(5))
+    return next((j for j in rows if (j.runtime or {}).get("revision") in revisions), None)
+
+
+def create_job(*, state: AppState, session: Session, key: ApiKey, plan: JobPlan, image: Image,
+               rerun_of: str | None = None) -> Job:
+    fp = fingerprint(image, plan)
+    source = reusable_result(state=state, session=session, key=key, model=plan.model, fp=fp) if plan.reuse else None
+    now = utcnow()
     job = Job(id="job_" + secrets.token_hex(12), owner_id=key.id, status=JobStatus.QUEUED, model=plan.model,
-              image_id=image.id, params=plan.params, output=plan.output, postprocess=None,
+              image_id=image.id, params=plan.params, output=plan.output, postprocess=plan.postprocess,
               priority=plan.priority, attempts=0, progress_step=0,
-              progress_total=plan.params["num_inference_steps"], created_at=utcnow())
+              progress_total=plan.params["num_inference_steps"], created_at=now, fingerprint=fp, rerun_of=rerun_of)
+    if source is not None:
+        # the same inputs, seed and weights already rendered: finish now from the stored result
+        job.status, job.result, job.reused_from = JobStatus.SUCCEEDED, source.result, source.id
+        job.runtime = {**(source.runtime or {}), "reused_from": source.id}
+        job.started_at = job.finished_at = now
+        job.progress_step, job.progress_stage = job.progress_total, "done"
     session.add(job)
     session.commit()
-    enqueue(state=state, session=session, job=job)
+    if source is None:
+        state.signals.queued(job.model, job.id, job.priority, job.created_at)
+        enqueue(state=state, session=session, job=job)
     return job
+
+
+def rerun_job(*, state: AppState, session: Session, key: ApiKey, job: Job) -> Job:
+    """The same image, params and seed rendered again (never reused): a faithful replay."""
+    image = session.get(Image, job.image_id)
+    assert image is not None
+    plan = JobPlan(model=job.model, params=dict(job.params), output=dict(job.output), priority=job.priority,
+                   postprocess=job.postprocess, reuse=False)
+    return create_job(state=state, session=session, key=key, plan=plan, image=image, rerun_of=job.id)
 
 
 def enqueue(*, state: AppState, session: Session, job: Job) -> None:
@@ -135,8 +181,25 @@ def enqueue(*, state: AppState, session: Session, job: Job) -> None:
         log.error("enqueue of %s failed: %s", job.id, exc)
         fail_job(session, job_id=job.id, worker=None, code="queue_unavailable",
                  message="The job queue (Redis) did not accept the job; submit it again.")
+        state.signals.dequeued(job.model, job.id)
         raise ApiError(503, "queue_unavailable", "The job queue is not answering; try again shortly.",
                        headers={"Retry-After": "5"}) from exc
+
+
+def cancel_job(*, state: AppState, session: Session, key: ApiKey, job_id: str) -> tuple[Job, str]:
+    job = get_job(session=session, key=key, job_id=job_id)
+    outcome = request_cancel(session, job_id=job.id)
+    if outcome is None:
+        session.refresh(job)
+        raise ApiError(409, "job_finished", f"Job {job.id} already ended ({job.status}); there is nothing to cancel.")
+    if outcome == "requested":
+        # the worker checks this flag at every denoising step; the row's flag backs it up if Redis is lost
+        state.signals.request_cancel(job.id)
+    else:
+        state.signals.dequeued(job.model, job.id)
+        state.signals.publish(job.id, {"type": "status", "status": "canceled"})
+    session.refresh(job)
+    return job, outcome
 
 
 def get_job(*, session: Session, key: ApiKey, job_id: str) -> Job:
@@ -146,10 +209,14 @@ def get_job(*, session: Session, key: ApiKey, job_id: str) -> Job:
     return job
 
 
-def queue_position(session: Session, job: Job) -> int:
+def queue_position(state: AppState, session: Session, job: Job) -> int:
+    """0 = next. Read from the Redis queue index (O(log n)); counted in SQL only when Redis lacks the job."""
+    rank = state.signals.position(job.model, job.id)
+    if rank is not None:
+        return rank
     ahead = session.scalar(
         select(func.count()).select_from(Job).where(
-            Job.status == JobStatus.QUEUED, Job.model == job.model,
+            Job.model == job.model, Job.status == JobStatus.QUEUED,
             or_(Job.priority > job.priority, and_(Job.priority == job.priority, Job.created_at < job.created_at)),
         )
     )
@@ -162,12 +229,14 @@ def job_view(*, state: AppState, session: Session, job: Job, base_url: str) -> d
     view: dict[str, Any] = {
         "id": job.id, "status": job.status, "model": job.model, "image_id": job.image_id,
         "params": job.params, "output": job.output, "postprocess": job.postprocess, "priority": job.priority,
-        "queue_position": queue_position(session, job) if job.status == JobStatus.QUEUED else None,
+        "queue_position": queue_position(state, session, job) if job.status == JobStatus.QUEUED else None,
         "progress": {"step": step, "total": total, "fraction": round(step / total, 4) if total else 0.0,
                      "stage": job.progress_stage},
         "attempts": job.attempts, "worker": job.worker, "sweep_id": job.sweep_id,
         "created_at": iso(job.created_at), "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
         "result": None, "error": None, "runtime": job.runtime,
+        "cancel_requested": job.cancel_requested_at is not None, "reused_from": job.reused_from,
+        "rerun_of": job.rerun_of,
     }
     if job.status == JobStatus.SUCCEEDED and job.result:
         r = job.result
@@ -175,7 +244,7 @@ def job_view(*, state: AppState, session: Session, job: Job, base_url: str) -> d
         poster_url = state.store.presigned_url(r["poster_key"], "image/jpeg") or f"{base_url}/v1/jobs/{job.id}/poster"
         view["result"] = {"video_url": video_url, "poster_url": poster_url,
                           **{k: r[k] for k in ("content_type", "bytes", "sha256", "frames", "width", "height", "fps")}}
-    if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELED) or (job.status == JobStatus.QUEUED and job.error_code):
         view["error"] = {"code": job.error_code, "message": job.error_message}
     return view
 

@@ -9,6 +9,7 @@ from celery import Celery
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.events import JobSignals
 from models.settings import Settings
 from models.storage import LocalStore, S3Store
 
@@ -21,3 +22,5 @@ class AppState:
     store: LocalStore | S3Store
     celery: Celery
     redis: Any  # redis.Redis
+    aredis: Any  # redis.asyncio.Redis, for the event streams
+    signals: JobSignals

@@ -68,7 +68,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ctx = WorkerContext.create(settings, args.model, gpu=None if args.gpu is None else str(args.gpu))
     ctx.start()
     beat = Heartbeat(redis.Redis.from_url(settings.redis_url), args.model, ctx.name,
-                     {"device": ctx.holder.device, "pipeline_instance": ctx.holder.instance_id})
+                     {"device": ctx.holder.device, "pipeline_instance": ctx.holder.instance_id,
+                      "revision": ctx.holder.revision})
     beat.start()
     app = create_celery(settings, context=ctx)
     try:

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     # longer than any render may take: Celery redelivers unacked messages after it
     visibility_timeout_s: int = 6 * 3600
     progress_interval_s: float = 0.5
+    time_limit_s: float | None = None  # per-render limit; None: the model's own
+    max_attempts: int = 3  # transient failures (storage, connections) retry up to this many runs
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_outside_dev(self) -> Settings:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlalchemy.orm import Session
 
 from models.tables import Job, utcnow
@@ -50,6 +50,8 @@ def claim_job(session: Session, *, job_id: str, worker: str, lease_s: float) -> 
             attempts=Job.attempts + 1,
             progress_step=0,
             progress_stage="loading",
+            error_code=None,
+            error_message=None,
         )
     )
     session.commit()
@@ -65,9 +67,42 @@ def _move_running(session: Session, *, job_id: str, worker: str, values: dict[st
 
 
 def record_progress(session: Session, *, job_id: str, worker: str, step: int, total: int, stage: str) -> bool:
+    """False once the job is no longer this worker's to render, or a cancel was requested: stop then."""
+    res = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.worker == worker,
+               Job.cancel_requested_at.is_(None))
+        .values(progress_step=step, progress_total=total, progress_stage=stage)
+    )
+    session.commit()
+    return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+def request_cancel(session: Session, *, job_id: str) -> str | None:
+    """Cancel a job: a queued one ends at once ("canceled"); a running one is flagged for its worker to
+    stop at the next step ("requested"); None when it had already finished."""
+    now = utcnow()
+    values: dict[str, Any] = {"status": JobStatus.CANCELED, "error_code": "canceled",
+                              "error_message": "Canceled by request before it started.", "finished_at": now,
+                              "cancel_requested_at": now, "lease_expires_at": None}
+    res = session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED).values(**values))
+    session.commit()
+    if res.rowcount:  # type: ignore[attr-defined]
+        return "canceled"
+    res = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(cancel_requested_at=func.coalesce(Job.cancel_requested_at, now))
+    )
+    session.commit()
+    return "requested" if res.rowcount else None  # type: ignore[attr-defined]
+
+
+def requeue_job(session: Session, *, job_id: str, worker: str, not_before: datetime, code: str, message: str) -> bool:
+    """running -> queued after a transient failure; the error stays visible until the next attempt."""
     return _move_running(
         session, job_id=job_id, worker=worker,
-        values={"progress_step": step, "progress_total": total, "progress_stage": stage},
+        values={"status": JobStatus.QUEUED, "worker": None, "lease_expires_at": None, "not_before": not_before,
+                "error_code": code, "error_message": message, "progress_step": 0, "progress_stage": "retrying"},
     )
 
 
@@ -101,5 +136,3 @@ def fail_job(
     return _move_running(session, job_id=job_id, worker=worker, values=values)
 
 
-def lease_expiry(now: datetime, lease_s: float) -> datetime:
-    return now + timedelta(seconds=lease_s)

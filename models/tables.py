@@ -64,6 +64,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_owner_created", "owner_id", "created_at"),
         Index("ix_jobs_status_model", "status", "model"),
+        Index("ix_jobs_queue", "model", "status", "priority", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -90,3 +91,20 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # sha256 of image bytes, model, resolved params (seed included), output and postprocess
+    fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    reused_from: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    rerun_of: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # a transient failure puts the job back in the queue, to run again no earlier than this
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+
+    owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import create_db_engine, create_session_factory
+from models.events import JobSignals
 from models.registry import ModelSpec, get_spec
 from models.settings import Settings
 from models.storage import LocalStore, S3Store, open_store
@@ -29,7 +32,14 @@ class WorkerContext:
     sessions: sessionmaker[Session]
     store: LocalStore | S3Store
     holder: PipelineHolder
+    signals: JobSignals
+    # set by the Celery binding: (job_id, model, priority, countdown_s) -> None
+    enqueue: Callable[[str, str, int, float], None] | None = None
     jobs_done: int = field(default=0)
+
+    @property
+    def time_limit_s(self) -> float:
+        return self.settings.time_limit_s or self.spec.time_limit_s
 
     @classmethod
     def create(cls, settings: Settings, model: str, *, gpu: str | None = None) -> WorkerContext:
@@ -45,6 +55,8 @@ class WorkerContext:
             settings=settings, spec=spec, name=name, engine=engine,
             sessions=create_session_factory(engine), store=open_store(settings),
             holder=PipelineHolder(model=model, source=source, device=settings.device),
+            signals=JobSignals(redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+                               if settings.redis_url else None),
         )
 
     def start(self) -> None:

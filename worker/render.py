@@ -7,15 +7,16 @@ import hashlib
 import io
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 
 from PIL import Image
 
 from models.db import session_scope
 from models.images import fit_image
-from models.states import JobStatus, claim_job, fail_job, finish_job, record_progress
+from models.states import JobStatus, claim_job, fail_job, finish_job, record_progress, requeue_job
 from models.storage import ObjectMissing, StorageError, image_key, job_key
-from models.tables import Job
+from models.tables import Job, utcnow
 from worker.context import WorkerContext
 from worker.encode import EncodeError, encode, poster
 
@@ -24,30 +25,68 @@ log = logging.getLogger("svdq.worker")
 UPLOAD_TRIES = 4
 
 
-class JobFailed(Exception):
+class JobStop(Exception):
+    """Ends a render early; `status` is where the job goes."""
+
+    status = JobStatus.FAILED
+
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code, self.message = code, message
 
 
-class ProgressReporter:
-    """Writes progress to the job row at most every `interval` seconds (and always at the end)."""
+class JobFailed(JobStop):
+    pass
+
+
+class JobCanceled(JobStop):
+    status = JobStatus.CANCELED
+
+
+class JobTransient(JobStop):
+    """A failure that may pass (storage, connections): the job goes back to the queue, up to max_attempts."""
+
+
+class JobLost(JobStop):
+    """The row is no longer this worker's (finished or taken elsewhere): stop and touch nothing."""
+
+
+class JobMonitor:
+    """Runs at every denoising step and between stages: stops on cancel or time limit, publishes progress
+    live (Redis pub/sub), and writes it to the job row at most every `interval` seconds."""
 
     def __init__(self, ctx: WorkerContext, job_id: str) -> None:
         self.ctx, self.job_id = ctx, job_id
         self.interval = ctx.settings.progress_interval_s
-        self.last = 0.0
+        self.started = time.monotonic()
+        self.last_write = 0.0
 
-    def stage(self, stage: str, step: int, total: int, *, force: bool = True) -> None:
+    def checkpoint(self, stage: str, step: int, total: int, *, force: bool = True) -> None:
+        where = f"{stage} at step {step} of {total}"
+        if self.ctx.signals.cancel_requested(self.job_id):
+            raise JobCanceled("canceled", f"Canceled by request during {where}; nothing was stored.")
+        limit = self.ctx.time_limit_s
+        if time.monotonic() - self.started > limit:
+            raise JobFailed("time_limit_exceeded",
+                            f"The render passed its time limit of {limit:g} s during {where}; "
+                            "ask for fewer steps or frames, or a smaller size.")
+        fraction = round(step / total, 4) if total else 0.0
+        self.ctx.signals.publish(self.job_id, {"type": "progress", "status": "running", "progress": {
+            "step": step, "total": total, "fraction": fraction, "stage": stage}})
         now = time.monotonic()
-        if not force and now - self.last < self.interval:
+        if not force and now - self.last_write < self.interval:
             return
-        self.last = now
+        self.last_write = now
         with session_scope(self.ctx.sessions) as s:
-            record_progress(s, job_id=self.job_id, worker=self.ctx.name, step=step, total=total, stage=stage)
+            if record_progress(s, job_id=self.job_id, worker=self.ctx.name, step=step, total=total, stage=stage):
+                return
+            job = s.get(Job, self.job_id)
+        if job is not None and job.status == JobStatus.RUNNING and job.cancel_requested_at is not None:
+            raise JobCanceled("canceled", f"Canceled by request during {where}; nothing was stored.")
+        raise JobLost("lost", "the job is no longer held by this worker")
 
     def step(self, step: int, total: int) -> None:
-        self.stage("denoising" if step < total else "decoding", step, total, force=step >= total)
+        self.checkpoint("denoising" if step < total else "decoding", step, total, force=step >= total)
 
 
 def _upload(ctx: WorkerContext, key: str, data: bytes, content_type: str) -> None:
@@ -60,7 +99,7 @@ def _upload(ctx: WorkerContext, key: str, data: bytes, content_type: str) -> Non
             return
         except StorageError as exc:
             if attempt == UPLOAD_TRIES:
-                raise JobFailed("storage_unavailable",
+                raise JobTransient("storage_unavailable",
                                 f"Storing the result failed {UPLOAD_TRIES} times ({exc}); "
                                 "check that the storage service is reachable, then rerun the job.") from exc
             log.warning("upload of %s failed (%s); retrying in %.1fs", key, exc, delay)
@@ -68,7 +107,7 @@ def _upload(ctx: WorkerContext, key: str, data: bytes, content_type: str) -> Non
             delay *= 2
 
 
-def _render(ctx: WorkerContext, job: Job, progress: ProgressReporter) -> tuple[dict[str, Any], dict[str, Any]]:
+def _render(ctx: WorkerContext, job: Job, progress: JobMonitor) -> tuple[dict[str, Any], dict[str, Any]]:
     params = job.params
     try:
         raw = ctx.store.get(image_key(job.image_id))
@@ -76,15 +115,16 @@ def _render(ctx: WorkerContext, job: Job, progress: ProgressReporter) -> tuple[d
         raise JobFailed("image_missing",
                         f"The job's image {job.image_id} is no longer stored; upload it again.") from exc
     except StorageError as exc:
-        raise JobFailed("storage_unavailable", f"Reading the job's image failed ({exc}).") from exc
+        raise JobTransient("storage_unavailable", f"Reading the job's image failed ({exc}).") from exc
     image = fit_image(Image.open(io.BytesIO(raw), formats=["PNG"]).convert("RGB"),
                       params["width"], params["height"], params["resize"])
 
     t0 = time.perf_counter()
-    progress.stage("denoising", 0, params["num_inference_steps"])
+    steps = params["num_inference_steps"]
+    progress.checkpoint("denoising", 0, steps)
     try:
         frames = ctx.holder.render(image, params, progress.step)
-    except JobFailed:
+    except JobStop:
         raise
     except Exception as exc:
         if "out of memory" in str(exc).lower():
@@ -96,7 +136,7 @@ def _render(ctx: WorkerContext, job: Job, progress: ProgressReporter) -> tuple[d
     t_render = time.perf_counter() - t0
 
     fmt = job.output.get("format", "mp4")
-    progress.stage("encoding", params["num_inference_steps"], params["num_inference_steps"])
+    progress.checkpoint("encoding", steps, steps)
     try:
         video = encode(frames, fps=params["fps"], fmt=fmt)
         poster_jpg = poster(frames)
@@ -104,7 +144,7 @@ def _render(ctx: WorkerContext, job: Job, progress: ProgressReporter) -> tuple[d
         raise JobFailed("encode_failed", str(exc)) from exc
     t_encode = time.perf_counter() - t0 - t_render
 
-    progress.stage("uploading", params["num_inference_steps"], params["num_inference_steps"])
+    progress.checkpoint("uploading", steps, steps)
     video_key = job_key(job.id, f"video.{video.extension}")
     poster_key = job_key(job.id, "poster.jpg")
     _upload(ctx, video_key, video.data, video.content_type)
@@ -125,10 +165,33 @@ def _render(ctx: WorkerContext, job: Job, progress: ProgressReporter) -> tuple[d
     return result, runtime
 
 
+def _end(ctx: WorkerContext, job: Job, stop: JobStop) -> str:
+    runtime = {**ctx.holder.record(), "worker": ctx.name}
+    if isinstance(stop, JobLost):
+        log.warning("job %s was taken from this worker; result discarded", job.id)
+        return "lost"
+    with session_scope(ctx.sessions) as s:
+        if isinstance(stop, JobTransient) and ctx.enqueue is not None and job.attempts < ctx.settings.max_attempts:
+            delay = min(60.0, 2.0 ** job.attempts)
+            message = f"{stop.message} Retrying (attempt {job.attempts + 1} of {ctx.settings.max_attempts})."
+            if requeue_job(s, job_id=job.id, worker=ctx.name, code=stop.code, message=message,
+                           not_before=utcnow() + timedelta(seconds=delay)):
+                ctx.signals.queued(job.model, job.id, job.priority, job.created_at)
+                ctx.enqueue(job.id, job.model, job.priority, delay)
+                log.warning("job %s: %s; back in the queue in %.0fs", job.id, stop.code, delay)
+                ctx.signals.publish(job.id, {"type": "status", "status": "queued"})
+                return f"retrying:{stop.code}"
+        fail_job(s, job_id=job.id, worker=ctx.name, code=stop.code, message=stop.message, runtime=runtime,
+                 status=stop.status)
+    log.warning("job %s %s: %s %s", job.id, stop.status, stop.code, stop.message)
+    ctx.signals.publish(job.id, {"type": "status", "status": stop.status.value})
+    return f"{stop.status.value}:{stop.code}"
+
+
 def run_render(ctx: WorkerContext, job_id: str) -> str:
     """Claim the job and render it; the return value says what happened (for logs and Flower)."""
     with session_scope(ctx.sessions) as s:
-        claimed = claim_job(s, job_id=job_id, worker=ctx.name, lease_s=ctx.spec.time_limit_s + 300)
+        claimed = claim_job(s, job_id=job_id, worker=ctx.name, lease_s=ctx.time_limit_s + 300)
         job = s.get(Job, job_id)
     if job is None:
         log.warning("job %s does not exist; message dropped", job_id)
@@ -136,18 +199,18 @@ def run_render(ctx: WorkerContext, job_id: str) -> str:
     if not claimed:
         log.info("job %s is %s; not rendering it", job_id, job.status)
         return f"skipped:{job.status}"
-    log.info("job %s claimed by %s", job_id, ctx.name)
-    progress = ProgressReporter(ctx, job_id)
+    ctx.signals.dequeued(job.model, job_id)
+    log.info("job %s claimed by %s (attempt %d)", job_id, ctx.name, job.attempts)
     try:
-        result, runtime = _render(ctx, job, progress)
-    except JobFailed as exc:
-        log.warning("job %s failed: %s %s", job_id, exc.code, exc.message)
-        with session_scope(ctx.sessions) as s:
-            fail_job(s, job_id=job_id, worker=ctx.name, code=exc.code, message=exc.message,
-                     runtime={**ctx.holder.record(), "worker": ctx.name})
-        return f"failed:{exc.code}"
+        result, runtime = _render(ctx, job, JobMonitor(ctx, job_id))
+    except JobStop as stop:
+        return _end(ctx, job, stop)
     with session_scope(ctx.sessions) as s:
-        finish_job(s, job_id=job_id, worker=ctx.name, result=result, runtime=runtime)
+        finished = finish_job(s, job_id=job_id, worker=ctx.name, result=result, runtime=runtime)
+    if not finished:
+        log.warning("job %s was taken from this worker before it finished; result discarded", job_id)
+        return "lost"
     ctx.jobs_done += 1
+    ctx.signals.publish(job_id, {"type": "status", "status": "succeeded"})
     log.info("job %s succeeded (%d bytes)", job_id, result["bytes"])
     return JobStatus.SUCCEEDED.value

@@ -1,17 +1,36 @@
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
+from api import idempotency
 from api.deps import CurrentKey, SessionDep, StateDep
 from api.errors import ApiError
+from api.idempotency import request_hash
 from api.routers.images import read_upload
-from api.services import create_job, get_image, get_job, job_view, list_jobs, parse_spec, plan_job, store_image
-from models.params import FieldError
+from api.services import (
+    cancel_job,
+    create_job,
+    get_image,
+    get_job,
+    job_view,
+    list_jobs,
+    parse_spec,
+    plan_job,
+    rerun_job,
+    store_image,
+)
+from api.sse import job_event_stream
+from api.state import AppState
+from models.params import FieldError, JobSpec
 from models.states import JobStatus
+from models.tables import ApiKey
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -31,8 +50,8 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-@router.post("", status_code=202, openapi_extra=CREATE_SCHEMA)
-async def submit_job(request: Request, state: StateDep, session: SessionDep, key: CurrentKey) -> JSONResponse:
+async def _read_submission(request: Request) -> tuple[JobSpec, bytes | None]:
+    """The spec and, for multipart, the image bytes: parsed and checked before anything is stored."""
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
         data, form = await read_upload(request)
@@ -45,9 +64,8 @@ async def submit_job(request: Request, state: StateDep, session: SessionDep, key
         if spec.image_id or spec.image_url:
             raise ApiError(422, "invalid_params", "Send either an image file or image_id, not both.",
                            [{"field": "image_id", "message": "not allowed with a file part"}])
-        plan = plan_job(spec)
-        image, _ = store_image(state=state, session=session, key=key, data=data)
-    elif ctype.startswith("application/json"):
+        return spec, data
+    if ctype.startswith("application/json"):
         try:
             body = json.loads(await request.body())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -61,14 +79,43 @@ async def submit_job(request: Request, state: StateDep, session: SessionDep, key
             raise ApiError(422, "invalid_request", "Name the image: give image_id (from POST /v1/images), "
                            "or send multipart/form-data with an 'image' file part.",
                            [FieldError(field="image_id", message="required").model_dump()])
-        plan = plan_job(spec)
-        image = get_image(session=session, key=key, image_id=spec.image_id)
-    else:
-        raise ApiError(415, "unsupported_media_type",
-                       "Send application/json (with image_id) or multipart/form-data (with an 'image' part).")
-    job = create_job(state=state, session=session, key=key, plan=plan, image=image)
-    return JSONResponse(job_view(state=state, session=session, job=job, base_url=base_url(request)),
-                        status_code=202)
+        return spec, None
+    raise ApiError(415, "unsupported_media_type",
+                   "Send application/json (with image_id) or multipart/form-data (with an 'image' part).")
+
+
+def _submit(*, state: AppState, session: Session, key: ApiKey, spec: JobSpec, data: bytes | None,
+            idem_key: str | None, base: str) -> tuple[dict[str, Any], int]:
+    plan = plan_job(spec)
+    if idem_key is not None:
+        digest = request_hash({"spec": spec.model_dump(), "image": hashlib.sha256(data).hexdigest() if data else None})
+        existing = idempotency.claim(session, owner_id=key.id, key=idem_key, digest=digest)
+        if existing is not None:
+            job = get_job(session=session, key=key, job_id=existing)
+            return job_view(state=state, session=session, job=job, base_url=base), 200
+    try:
+        if data is not None:
+            image, _ = store_image(state=state, session=session, key=key, data=data)
+        else:
+            image = get_image(session=session, key=key, image_id=spec.image_id or "")
+        job = create_job(state=state, session=session, key=key, plan=plan, image=image)
+    except BaseException:
+        if idem_key is not None:
+            idempotency.release(session, owner_id=key.id, key=idem_key)
+        raise
+    if idem_key is not None:
+        idempotency.complete(session, owner_id=key.id, key=idem_key, resource_id=job.id)
+    return job_view(state=state, session=session, job=job, base_url=base), 202
+
+
+@router.post("", status_code=202, openapi_extra=CREATE_SCHEMA)
+async def submit_job(request: Request, state: StateDep, session: SessionDep, key: CurrentKey) -> JSONResponse:
+    idem = request.headers.get("idempotency-key")
+    idem_key = idempotency.check_key(idem) if idem is not None else None
+    spec, data = await _read_submission(request)
+    body, status = await run_in_threadpool(_submit, state=state, session=session, key=key, spec=spec, data=data,
+                                           idem_key=idem_key, base=base_url(request))
+    return JSONResponse(body, status_code=status)
 
 
 @router.get("")
@@ -104,6 +151,35 @@ def _finished(session: SessionDep, key: CurrentKey, job_id: str) -> dict[str, An
         raise ApiError(409, "job_not_finished", f"Job {job_id} is {job.status}; its video exists once it "
                        "has succeeded.")
     return job.result
+
+
+@router.post("/{job_id}/cancel")
+def cancel(job_id: str, request: Request, state: StateDep, session: SessionDep, key: CurrentKey) -> JSONResponse:
+    job, outcome = cancel_job(state=state, session=session, key=key, job_id=job_id)
+    view = job_view(state=state, session=session, job=job, base_url=base_url(request))
+    # canceled now (it was queued) -> 200; a running job stops at its next step -> 202
+    return JSONResponse(view, status_code=200 if outcome == "canceled" else 202)
+
+
+@router.post("/{job_id}/rerun", status_code=202)
+def rerun(job_id: str, request: Request, state: StateDep, session: SessionDep, key: CurrentKey) -> JSONResponse:
+    job = rerun_job(state=state, session=session, key=key, job=get_job(session=session, key=key, job_id=job_id))
+    return JSONResponse(job_view(state=state, session=session, job=job, base_url=base_url(request)), status_code=202)
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}, "description": "job objects as SSE"}})
+def events(job_id: str, request: Request, state: StateDep, session: SessionDep, key: CurrentKey) -> StreamingResponse:
+    get_job(session=session, key=key, job_id=job_id)  # 404 before the stream starts
+    base = base_url(request)
+
+    def load_view() -> dict[str, Any]:
+        with state.sessions() as s:
+            return job_view(state=state, session=s, job=get_job(session=s, key=key, job_id=job_id), base_url=base)
+
+    return StreamingResponse(job_event_stream(state.aredis, job_id, load_view, request.is_disconnected),
+                             media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.get("/{job_id}/video", response_class=Response)

@@ -1,0 +1,78 @@
+"""GET /v1/jobs/{id}/events: one `data:` job object per change, ending after a terminal status.
+
+Live progress arrives on Redis pub/sub; status changes are re-read from the database, which is the truth.
+If pub/sub is silent the stream re-reads the row every few seconds, so a lost Redis message delays an
+event, never loses the end of the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from models.events import job_channel
+
+TERMINAL = {"succeeded", "failed", "canceled"}
+REREAD_S = 3.0
+KEEPALIVE_S = 15.0
+
+
+def sse(data: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def job_event_stream(aredis: Any, job_id: str, load_view: Callable[[], dict[str, Any]],
+                           is_disconnected: Callable[[], Any]) -> AsyncIterator[bytes]:
+    pubsub = aredis.pubsub()
+    subscribed = False
+    try:
+        try:
+            await pubsub.subscribe(job_channel(job_id))  # before the first read, so no change falls between
+            subscribed = True
+        except Exception:  # noqa: BLE001,S110 - without Redis the stream falls back to re-reading the row
+            pass
+        view = await run_in_threadpool(load_view)
+        yield sse(view)
+        last_sent, last_read = time.monotonic(), time.monotonic()
+        while view["status"] not in TERMINAL:
+            if await is_disconnected():
+                return
+            msg = None
+            if subscribed:
+                try:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                except Exception:  # noqa: BLE001 - Redis went away mid-stream: keep going on the database
+                    subscribed = False
+            else:
+                await asyncio.sleep(0.5)
+            new = view
+            if msg is not None:
+                event = json.loads(msg["data"])
+                if event.get("type") == "progress" and view["status"] == "running":
+                    new = {**view, "progress": event["progress"], "queue_position": None}
+                else:
+                    new = await run_in_threadpool(load_view)
+                    last_read = time.monotonic()
+            elif time.monotonic() - last_read > REREAD_S:
+                new = await run_in_threadpool(load_view)
+                if new["status"] == view["status"] and view["status"] == "running":
+                    new = {**new, "progress": view["progress"]}  # the row lags the live progress
+                last_read = time.monotonic()
+            if new != view:
+                view = new
+                last_sent = time.monotonic()
+                yield sse(view)
+            elif time.monotonic() - last_sent > KEEPALIVE_S:
+                last_sent = time.monotonic()
+                yield b": keepalive\n\n"
+    finally:
+        if subscribed:
+            try:
+                await pubsub.unsubscribe()
+            except Exception:  # noqa: BLE001,S110
+                pass
+        await pubsub.aclose()

@@ -1,0 +1,73 @@
+"""Live job signals in Redis: progress and status events on pub/sub (for SSE), cancel flags, and the
+per-model queue order used for queue_position. Redis is a delivery mechanism: each of these is also
+derivable from the jobs table, so losing Redis loses speed, never a job."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+log = logging.getLogger("svdq.events")
+
+CANCEL_TTL_S = 7 * 24 * 3600
+
+
+def job_channel(job_id: str) -> str:
+    return f"svdq:jobs:{job_id}:events"
+
+
+def cancel_key(job_id: str) -> str:
+    return f"svdq:jobs:{job_id}:cancel"
+
+
+def queue_key(model: str) -> str:
+    return f"svdq:queue:{model}"
+
+
+def queue_score(priority: int, created_at: datetime) -> float:
+    # higher priority first, then first come first served; ms resolution fits a double exactly
+    return (9 - priority) * 1e13 + created_at.timestamp() * 1000
+
+
+def best_effort(fn: Any, *args: Any, **kw: Any) -> Any:
+    try:
+        return fn(*args, **kw)
+    except Exception as exc:  # noqa: BLE001 - Redis blinking must never fail a render or a request
+        log.warning("redis call %s failed: %s", getattr(fn, "__name__", fn), exc)
+        return None
+
+
+class JobSignals:
+    """Sync Redis helpers, used by workers and by the API's sync routes."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+
+    def publish(self, job_id: str, event: dict[str, Any]) -> None:
+        if self.redis is not None:
+            best_effort(self.redis.publish, job_channel(job_id), json.dumps(event))
+
+    def request_cancel(self, job_id: str) -> None:
+        if self.redis is not None:
+            best_effort(self.redis.set, cancel_key(job_id), "1", ex=CANCEL_TTL_S)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        if self.redis is None:
+            return False
+        return bool(best_effort(self.redis.exists, cancel_key(job_id)))
+
+    def queued(self, model: str, job_id: str, priority: int, created_at: datetime) -> None:
+        if self.redis is not None:
+            best_effort(self.redis.zadd, queue_key(model), {job_id: queue_score(priority, created_at)})
+
+    def dequeued(self, model: str, job_id: str) -> None:
+        if self.redis is not None:
+            best_effort(self.redis.zrem, queue_key(model), job_id)
+
+    def position(self, model: str, job_id: str) -> int | None:
+        if self.redis is None:
+            return None
+        rank = best_effort(self.redis.zrank, queue_key(model), job_id)
+        return int(rank) if rank is not None else None
