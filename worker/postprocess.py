@@ -1,0 +1,330 @@
+"""Post-processing of rendered frames, after denoising and before encoding: frame interpolation to a higher
+fps ("blend": linear cross-fade, "motion": ffmpeg's motion-compensated minterpolate) and lanczos upscaling.
+
+Frames are always (T, H, W, 3) uint8. The job field looks like
+``{"interpolate": {"fps": 24, "method": "blend"}, "upscale": {"factor": 2, "method": "lanczos"}}``;
+`validate_postprocess` checks it at submit time and `run_postprocess` applies it in the worker.
+
+Timing model shared by both interpolation methods: source frame i sits at time i / src_fps and shows until
+(i + 1) / src_fps, so a clip of n frames lasts n / src_fps seconds. Interpolation keeps that duration: it
+produces `interpolated_frame_count(n, src, dst)` frames, frame k at time k / dst_fps. Times after the last
+source frame's timestamp (the last source frame's display interval) show the last source frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import imageio_ffmpeg
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+StageCallback = Callable[[str, int, int], None]
+StopCheck = Callable[[], bool]
+
+DEFAULT_MAX_FPS = 60
+DEFAULT_MAX_PIXELS = 4096 * 2304
+# minterpolate only emits frames up to the second-to-last input frame's timestamp; feeding this many extra
+# copies of the last frame lets it cover the whole clip (the surplus is trimmed off).
+_MOTION_TAIL = 2
+_STDERR_TAIL = 2000
+
+
+class PostprocessError(Exception):
+    """Post-processing could not run (bad frames, ffmpeg failed); the message says why."""
+
+
+class PostprocessCanceled(Exception):
+    """`should_stop()` returned True while a stage was running."""
+
+
+# job field --------------------------------------------------------------------------------------------
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class InterpolateSpec(_Strict):
+    fps: int
+    method: Literal["blend", "motion"]
+
+
+class UpscaleSpec(_Strict):
+    factor: Literal[2, 4]
+    method: Literal["lanczos"]
+
+
+class PostprocessSpec(_Strict):
+    interpolate: InterpolateSpec | None = None
+    upscale: UpscaleSpec | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.interpolate is None and self.upscale is None
+
+
+def _message(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field; remove it"
+    if kind == "missing":
+        return "is required"
+    if kind == "literal_error":
+        return f"must be {err['ctx']['expected']}, got {err['input']!r}"
+    if kind == "int_type":
+        return f"must be an integer, got {err['input']!r}"
+    if kind == "model_type":
+        return f"must be an object, got {err['input']!r}"
+    return str(err["msg"])
+
+
+def validate_postprocess(raw: dict[str, Any], *, render_fps: int, width: int, height: int,
+                         max_fps: int = DEFAULT_MAX_FPS,
+                         max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[PostprocessSpec | None, list[tuple[str, str]]]:
+    """Check a job's `postprocess` field against the render it follows.
+
+    Returns (spec, errors); errors are (field path, message) pairs such as
+    ("postprocess.interpolate.fps", "must be above the render fps (7), got 7"). spec is None when there are
+    errors or when the field asks for nothing (``{}`` or all stages null)."""
+    if not isinstance(raw, dict):
+        return None, [("postprocess", f"must be an object with 'interpolate' and/or 'upscale', got {raw!r}")]
+    try:
+        spec = PostprocessSpec.model_validate(raw)
+    except ValidationError as exc:
+        return None, [(".".join(str(p) for p in ("postprocess", *e["loc"])), _message(e)) for e in exc.errors()]
+    errors: list[tuple[str, str]] = []
+    if spec.interpolate is not None:
+        fps = spec.interpolate.fps
+        if fps <= render_fps:
+            errors.append(("postprocess.interpolate.fps",
+                           f"must be above the render fps ({render_fps}) to interpolate, got {fps}"))
+        elif fps > max_fps:
+            errors.append(("postprocess.interpolate.fps", f"must be at most {max_fps}, got {fps}"))
+    if spec.upscale is not None:
+        f = spec.upscale.factor
+        w, h = width * f, height * f
+        if w * h > max_pixels:
+            errors.append(("postprocess.upscale.factor",
+                           f"{f}x of {width}x{height} gives {w}x{h} = {w * h} pixels, over the limit of "
+                           f"{max_pixels}; use a smaller factor or a smaller render size"))
+    if errors:
+        return None, errors
+    return (None if spec.empty else spec), []
+
+
+# helpers ----------------------------------------------------------------------------------------------
+
+def _check_frames(frames: np.ndarray) -> None:
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 \
+            or frames.shape[-1] != 3 or frames.shape[0] < 1:
+        desc = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
+        raise PostprocessError(f"expected (T, H, W, 3) uint8 frames with T >= 1, got {desc}")
+
+
+def _check_fps(src_fps: int, dst_fps: int) -> None:
+    if src_fps < 1 or dst_fps < 1:
+        raise PostprocessError(f"fps must be positive, got {src_fps} -> {dst_fps}")
+
+
+def _check_stop(should_stop: StopCheck | None) -> None:
+    if should_stop is not None and should_stop():
+        raise PostprocessCanceled("post-processing was canceled")
+
+
+# interpolation ----------------------------------------------------------------------------------------
+
+def interpolated_frame_count(n: int, src_fps: int, dst_fps: int) -> int:
+    """Frames needed to show an n-frame clip at src_fps for the same duration at dst_fps.
+
+    Duration is n / src_fps (each frame shows for 1/src_fps), so the count is n * dst_fps / src_fps,
+    rounded half up in integer arithmetic (6 frames at 7 fps -> 21 fps: exactly 18). It is not
+    (n - 1) * dst / src + 1 (which keeps first and last timestamps instead), because encoders and players
+    count duration as frames / fps. A non-empty clip always gives at least one frame."""
+    if n < 0 or src_fps < 1 or dst_fps < 1:
+        raise ValueError(f"need n >= 0 and positive fps, got n={n}, {src_fps} -> {dst_fps}")
+    if n == 0:
+        return 0
+    return max(1, (2 * n * dst_fps + src_fps) // (2 * src_fps))
+
+
+def interpolate_blend(frames: np.ndarray, src_fps: int, dst_fps: int, *,
+                      should_stop: StopCheck | None = None) -> np.ndarray:
+    """Output frame k sits at source position p = k * src_fps / dst_fps and is the linear blend
+    (1 - frac(p)) * frames[floor(p)] + frac(p) * frames[floor(p) + 1], rounded half up; positions at or past
+    the last frame give the last frame. Exact positions are computed in integers, so frames that land on a
+    source frame are copied bit for bit."""
+    _check_frames(frames)
+    _check_fps(src_fps, dst_fps)
+    n, h, w, _ = frames.shape
+    count = interpolated_frame_count(n, src_fps, dst_fps)
+    out = np.empty((count, h, w, 3), dtype=np.uint8)
+    for k in range(count):
+        _check_stop(should_stop)
+        i0, rem = divmod(k * src_fps, dst_fps)
+        if i0 >= n - 1:
+            out[k] = frames[n - 1]
+        elif rem == 0:
+            out[k] = frames[i0]
+        else:
+            t = np.float32(rem / dst_fps)
+            mixed = frames[i0].astype(np.float32) * (np.float32(1) - t) + frames[i0 + 1].astype(np.float32) * t
+            out[k] = np.clip(np.floor(mixed + np.float32(0.5)), 0, 255).astype(np.uint8)
+    return out
+
+
+def _padded(frames: np.ndarray) -> Iterator[np.ndarray]:
+    yield from frames
+    for _ in range(_MOTION_TAIL):
+        yield frames[-1]
+
+
+def interpolate_motion(frames: np.ndarray, src_fps: int, dst_fps: int, *,
+                       should_stop: StopCheck | None = None) -> np.ndarray:
+    """Motion-compensated interpolation with ffmpeg's ``minterpolate=fps=DST:mi_mode=mci``.
+
+    Raw rgb24 frames are piped in (from a writer thread) and read back frame by frame, checking should_stop
+    between output frames (a cancel kills ffmpeg). minterpolate stops at the second-to-last input frame's
+    timestamp, so the input is padded with _MOTION_TAIL copies of the last frame; the output is then trimmed
+    to exactly `interpolated_frame_count` frames, or padded with copies of its last frame should ffmpeg
+    still give fewer (the tail then holds still, as the last source frame does). Source frames land on
+    output frames k * dst / src whenever that is an integer, to within the rounding of ffmpeg's rgb24 ->
+    yuv444p -> rgb24 conversion (a level or two; yuv444p is forced so chroma is never subsampled).
+    Raises PostprocessError if ffmpeg fails."""
+    _check_frames(frames)
+    _check_fps(src_fps, dst_fps)
+    n, h, w, _ = frames.shape
+    count = interpolated_frame_count(n, src_fps, dst_fps)
+    _check_stop(should_stop)
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(src_fps), "-i", "-",
+           "-vf", f"format=yuv444p,minterpolate=fps={dst_fps}:mi_mode=mci", "-an",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise PostprocessError(f"could not start ffmpeg for motion interpolation: {exc}") from exc
+    stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
+    assert stdin is not None and stdout is not None and stderr is not None
+    stop = threading.Event()
+    err_chunks: list[bytes] = []
+
+    def feed() -> None:
+        try:
+            for frame in _padded(frames):
+                if stop.is_set():
+                    break
+                stdin.write(np.ascontiguousarray(frame).tobytes())
+        except OSError:  # ffmpeg closed its input (it failed or was killed); its exit status tells why
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                stdin.close()
+
+    def drain() -> None:
+        err_chunks.append(stderr.read())
+
+    threads = [threading.Thread(target=feed, name="minterpolate-in", daemon=True),
+               threading.Thread(target=drain, name="minterpolate-err", daemon=True)]
+    for t in threads:
+        t.start()
+    frame_bytes = h * w * 3
+    out: list[np.ndarray] = []
+    partial = 0
+    try:
+        while True:
+            _check_stop(should_stop)
+            buf = stdout.read(frame_bytes)
+            if len(buf) < frame_bytes:
+                partial = len(buf)
+                break
+            if len(out) < count:  # keep draining past `count` so ffmpeg can finish and exit cleanly
+                out.append(np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3))
+        rc = proc.wait()
+    except BaseException:
+        stop.set()
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        for t in threads:
+            t.join()
+        stdout.close()
+        stderr.close()
+    tail = b"".join(err_chunks).decode("utf-8", "replace")[-_STDERR_TAIL:].strip()
+    if rc != 0:
+        raise PostprocessError(f"ffmpeg minterpolate exited with status {rc}: {tail or '(no stderr)'}")
+    if not out or partial:
+        raise PostprocessError(f"ffmpeg minterpolate gave {len(out)} whole frames and {partial} stray bytes "
+                               f"for {n} {w}x{h} input frames: {tail or '(no stderr)'}")
+    while len(out) < count:
+        out.append(out[-1])
+    return np.stack(out)
+
+
+# upscaling --------------------------------------------------------------------------------------------
+
+def upscale_lanczos(frames: np.ndarray, factor: int, *, should_stop: StopCheck | None = None) -> np.ndarray:
+    """Resize every frame to (factor * W, factor * H) with Pillow's LANCZOS filter."""
+    _check_frames(frames)
+    if factor < 1:
+        raise PostprocessError(f"upscale factor must be positive, got {factor}")
+    t, h, w, _ = frames.shape
+    size = (w * factor, h * factor)
+    out = np.empty((t, h * factor, w * factor, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        _check_stop(should_stop)
+        out[i] = np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.LANCZOS))
+    return out
+
+
+# pipeline ---------------------------------------------------------------------------------------------
+
+def run_postprocess(frames: np.ndarray, fps: int, spec: PostprocessSpec | None, *,
+                    on_stage: StageCallback | None = None,
+                    should_stop: StopCheck | None = None) -> tuple[np.ndarray, int, list[dict[str, Any]]]:
+    """Apply the spec's stages in order (interpolate, then upscale) and return (frames, fps, records).
+
+    Before each stage, ``on_stage(name, index, total)`` is called with index = stages already done (0-based,
+    so it can feed a progress "step of total" directly). should_stop is checked before every frame inside
+    the stages; when it returns True, PostprocessCanceled is raised. Each record describes one stage, e.g.
+    {"stage": "interpolate", "method": "blend", "from_fps": 7, "to_fps": 21, "frames": 18, "seconds": 0.01}
+    or {"stage": "upscale", "method": "lanczos", "factor": 2, "from_size": [64, 32], "to_size": [128, 64],
+    "frames": 18, "seconds": 0.02}."""
+    _check_frames(frames)
+    records: list[dict[str, Any]] = []
+    if spec is None:
+        return frames, fps, records
+    stages: list[str] = []
+    if spec.interpolate is not None:
+        stages.append("interpolate")
+    if spec.upscale is not None:
+        stages.append("upscale")
+    for index, stage in enumerate(stages):
+        if on_stage is not None:
+            on_stage(stage, index, len(stages))
+        _check_stop(should_stop)
+        start = time.monotonic()
+        if stage == "interpolate":
+            assert spec.interpolate is not None
+            method, to_fps = spec.interpolate.method, spec.interpolate.fps
+            fn = interpolate_motion if method == "motion" else interpolate_blend
+            frames = fn(frames, fps, to_fps, should_stop=should_stop)
+            record: dict[str, Any] = {"stage": stage, "method": method, "from_fps": fps, "to_fps": to_fps}
+            fps = to_fps
+        else:
+            assert spec.upscale is not None
+            _t, h, w, _ = frames.shape
+            factor = spec.upscale.factor
+            frames = upscale_lanczos(frames, factor, should_stop=should_stop)
+            record = {"stage": stage, "method": spec.upscale.method, "factor": factor,
+                      "from_size": [w, h], "to_size": [w * factor, h * factor]}
+        record["frames"] = int(frames.shape[0])
+        record["seconds"] = round(time.monotonic() - start, 3)
+        records.append(record)
+    return frames, fps, records
