@@ -129,3 +129,73 @@ def test_a_storage_outage_retries_then_fails_with_storage_unavailable(ctx: Worke
     assert run_render(ctx, job_id) == "failed:storage_unavailable"
     assert len(calls) == 4
     assert load(ctx, job_id).status == "failed"
+
+
+def test_a_render_past_its_time_limit_fails_with_time_limit_exceeded(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(ctx.settings, "time_limit_s", 1e-6)
+    job_id = make_job(ctx)
+    assert run_render(ctx, job_id) == "failed:time_limit_exceeded"
+    job = load(ctx, job_id)
+    assert job.error_code == "time_limit_exceeded" and "time limit" in (job.error_message or "")
+    assert job.result is None
+
+
+def test_a_transient_failure_requeues_with_backoff_then_succeeds(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    sent: list[tuple[str, str, int, float]] = []
+    monkeypatch.setattr(ctx, "enqueue", lambda *a: sent.append(a))
+    monkeypatch.setattr("worker.render.time.sleep", lambda s: None)
+    job_id = make_job(ctx)
+    real_put = ctx.store.put
+
+    def down(*a: object, **k: object) -> None:
+        raise StorageError("connection refused")
+
+    # Given storage is down for the first attempt
+    monkeypatch.setattr(ctx.store, "put", down)
+    assert run_render(ctx, job_id) == "retrying:storage_unavailable"
+    job = load(ctx, job_id)
+    # Then the job is queued again, its error visible, and re-enqueued with a delay
+    assert job.status == "queued" and job.attempts == 1 and job.error_code == "storage_unavailable"
+    assert sent == [(job_id, "tiny", 5, 2.0)]
+    # When storage is back and the message arrives, Then it succeeds on attempt 2
+    monkeypatch.setattr(ctx.store, "put", real_put)
+    assert run_render(ctx, job_id) == "succeeded"
+    job = load(ctx, job_id)
+    assert job.status == "succeeded" and job.attempts == 2 and job.error_code is None
+
+
+def test_transient_failures_stop_at_max_attempts(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(ctx, "enqueue", lambda *a: None)
+    monkeypatch.setattr("worker.render.time.sleep", lambda s: None)
+    job_id = make_job(ctx)
+
+    def down(*a: object, **k: object) -> None:
+        raise StorageError("connection refused")
+
+    monkeypatch.setattr(ctx.store, "put", down)
+    outcomes = [run_render(ctx, job_id) for _ in range(ctx.settings.max_attempts)]
+    assert outcomes == ["retrying:storage_unavailable"] * (ctx.settings.max_attempts - 1) + [
+        "failed:storage_unavailable"]
+    assert load(ctx, job_id).attempts == ctx.settings.max_attempts
+
+
+def test_a_cancel_flag_in_the_row_stops_the_render_even_without_redis(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from models.states import request_cancel
+
+    assert ctx.signals.redis is None  # this context has no Redis: only the row carries the cancel
+    job_id = make_job(ctx, num_inference_steps=6)
+    real_render = ctx.holder.render
+
+    def render_then_cancel(image, params, on_step):  # type: ignore[no-untyped-def]
+        def step(i: int, total: int) -> None:
+            if i == 2:
+                with ctx.sessions() as s:
+                    assert request_cancel(s, job_id=job_id) == "requested"
+            on_step(i, total)
+
+        return real_render(image, params, step)
+
+    monkeypatch.setattr(ctx.holder, "render", render_then_cancel)
+    assert run_render(ctx, job_id) == "canceled:canceled"
+    job = load(ctx, job_id)
+    assert job.status == "canceled" and "at step 2 of 6" in (job.error_message or "") and job.result is None

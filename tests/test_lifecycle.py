@@ -1,0 +1,169 @@
+"""Job lifecycle against a real worker: live progress over SSE, cancel, idempotency, priorities,
+reruns and result reuse."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from tests.stack import Stack, sample_png
+
+SLOW = {"num_inference_steps": 50, "num_frames": 14}  # several seconds on a CPU
+
+
+def events(stack: Stack, job_id: str) -> list[dict[str, Any]]:
+    out = []
+    with stack.client.stream("GET", f"/v1/jobs/{job_id}/events", headers=stack.headers) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                out.append(json.loads(line[6:]))
+    return out
+
+
+def wait_running(stack: Stack, job_id: str, min_step: int = 1, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = stack.client.get(f"/v1/jobs/{job_id}", headers=stack.headers).json()
+        if job["status"] == "running" and job["progress"]["step"] >= min_step:
+            return dict(job)
+        assert job["status"] in ("queued", "running"), job
+        time.sleep(0.05)
+    raise AssertionError(f"{job_id} never got running")
+
+
+def test_progress_events_arrive_in_order_and_end_with_the_terminal_status(sqlite_stack: Stack) -> None:
+    s = sqlite_stack
+    image = s.upload()
+    job = s.submit(image["id"], params={"num_inference_steps": 12, "num_frames": 6})
+    # When we follow the job's event stream to its end
+    seen = events(s, job["id"])
+    # Then every event is a whole job object, progress never goes backwards, and the last one is terminal
+    assert all(e["id"] == job["id"] for e in seen)
+    steps = [e["progress"]["step"] for e in seen]
+    assert steps == sorted(steps)
+    assert len({st for st in steps if 0 < st < 12}) >= 3, steps  # live per-step progress, not just the ends
+    assert seen[-1]["status"] == "succeeded" and seen[-1]["result"]["frames"] == 6
+    assert [e["status"] for e in seen].count("succeeded") == 1
+    # and a finished job's stream is its one final event
+    assert [e["status"] for e in events(s, job["id"])] == ["succeeded"]
+
+
+def test_a_running_job_canceled_mid_render_stops_within_a_step_and_stores_nothing(sqlite_stack: Stack) -> None:
+    s = sqlite_stack
+    image = s.upload()
+    job = s.submit(image["id"], params=SLOW)
+    seen = wait_running(s, job["id"], min_step=2)
+    # When it is canceled mid-render
+    r = s.client.post(f"/v1/jobs/{job['id']}/cancel", headers=s.headers)
+    assert r.status_code == 202 and r.json()["cancel_requested"] is True
+    done = s.wait(job["id"])
+    # Then it ends canceled, at the step after the one we saw (progress may lag the render by a step)
+    assert done["status"] == "canceled" and done["error"]["code"] == "canceled"
+    stopped_at = int(done["error"]["message"].split("at step ")[1].split(" ")[0])
+    assert seen["progress"]["step"] <= stopped_at <= seen["progress"]["step"] + 3 < 50
+    assert done["result"] is None
+    # and nothing was uploaded for it
+    assert not list((s.tmp / "results" / "jobs").glob(f"{job['id']}/*"))
+    # and canceling again is a conflict, since it has ended
+    r = s.client.post(f"/v1/jobs/{job['id']}/cancel", headers=s.headers)
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "job_finished")
+
+
+def test_a_queued_job_cancels_at_once_and_the_worker_skips_it(sqlite_stack: Stack) -> None:
+    s = sqlite_stack
+    image = s.upload()
+    blocker = s.submit(image["id"], params=SLOW)
+    wait_running(s, blocker["id"])
+    queued = s.submit(image["id"], params={"num_inference_steps": 2, "num_frames": 4})
+    r = s.client.post(f"/v1/jobs/{queued['id']}/cancel", headers=s.headers)
+    assert r.status_code == 200 and r.json()["status"] == "canceled"
+    s.client.post(f"/v1/jobs/{blocker['id']}/cancel", headers=s.headers)
+    after = s.submit(image["id"], params={"num_inference_steps": 1, "num_frames": 2})
+    assert s.wait(after["id"])["status"] == "succeeded"  # the worker got past the canceled job's message
+    job = s.client.get(f"/v1/jobs/{queued['id']}", headers=s.headers).json()
+    assert job["status"] == "canceled" and job["attempts"] == 0 and job["worker"] is None
+
+
+def test_two_concurrent_posts_with_one_idempotency_key_create_one_job(stack: Stack) -> None:
+    image = stack.upload()
+    body = {"model": "tiny", "image_id": image["id"], "params": {"num_inference_steps": 1, "num_frames": 2}}
+    headers = {**stack.headers, "Idempotency-Key": f"submit-{time.time_ns()}"}
+
+    def post(_: int) -> Any:
+        return stack.client.post("/v1/jobs", headers=headers, json=body)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, range(8)))
+    ids = {r.json()["id"] for r in answers}
+    assert len(ids) == 1, [r.text for r in answers]
+    assert sorted(r.status_code for r in answers) == [200] * 7 + [202]
+    # the same key with another body is a conflict, and creates nothing
+    other = {**body, "params": {"num_inference_steps": 2, "num_frames": 2}}
+    r = stack.client.post("/v1/jobs", headers=headers, json=other)
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "idempotency_conflict")
+    stack.wait(ids.pop())
+
+
+def test_a_failed_request_lets_its_idempotency_key_be_used_again(sqlite_stack: Stack) -> None:
+    s = sqlite_stack
+    headers = {**s.headers, "Idempotency-Key": f"retry-{time.time_ns()}"}
+    # Given a request that failed (unknown image) and so created nothing
+    r = s.client.post("/v1/jobs", headers=headers, json={"model": "tiny", "image_id": "img_missing"})
+    assert r.status_code == 404
+    r = s.client.post("/v1/jobs", headers=headers, json={"model": "tiny", "image_id": "img_missing"})
+    assert r.status_code == 404  # the same failing request fails the same way, not 409
+    # When the corrected request is sent with the same key, Then it creates the job
+    image = s.upload()
+    good = {"model": "tiny", "image_id": image["id"], "params": {"num_inference_steps": 1, "num_frames": 2}}
+    first = s.client.post("/v1/jobs", headers=headers, json=good)
+    assert first.status_code == 202
+    again = s.client.post("/v1/jobs", headers=headers, json=good)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    s.wait(first.json()["id"])
+
+
+def test_a_higher_priority_job_submitted_later_runs_first(sqlite_stack: Stack) -> None:
+    s = sqlite_stack
+    image = s.upload()
+    blocker = s.submit(image["id"], params={"num_inference_steps": 30, "num_frames": 14})
+    wait_running(s, blocker["id"])
+    quick = {"num_inference_steps": 1, "num_frames": 2}
+    low = s.submit(image["id"], params=quick, priority=1)
+    high = s.submit(image["id"], params=quick, priority=9)
+    # queue positions: the later, more urgent job is next
+    assert high["queue_position"] == 0
+    assert s.client.get(f"/v1/jobs/{low['id']}", headers=s.headers).json()["queue_position"] == 1
+    done_low, done_high = s.wait(low["id"]), s.wait(high["id"])
+    assert done_high["started_at"] < done_low["started_at"]
+    s.wait(blocker["id"])
+
+
+def test_a_rerun_reproduces_the_same_video_bytes_and_a_repeat_reuses_the_result(sqlite_stack: Stack) -> None:
+    s = sqlite_stack
+    image = s.upload(sample_png(color=(90, 30, 160)))
+    params = {"num_inference_steps": 3, "num_frames": 5, "seed": 1234}
+    first = s.wait(s.submit(image["id"], params=params)["id"])
+    # a rerun renders again (never reused) and gives the same bytes on the same CPU
+    r = s.client.post(f"/v1/jobs/{first['id']}/rerun", headers=s.headers)
+    assert r.status_code == 202 and r.json()["rerun_of"] == first["id"]
+    rerun = s.wait(r.json()["id"])
+    assert rerun["status"] == "succeeded" and rerun["reused_from"] is None
+    assert rerun["result"]["sha256"] == first["result"]["sha256"]
+    assert rerun["runtime"]["pipeline_instance"] == first["runtime"]["pipeline_instance"]
+    # the same request again finishes at once from the stored result
+    again = s.submit(image["id"], params=params)
+    assert again["status"] == "succeeded" and again["reused_from"] in (first["id"], rerun["id"])
+    assert again["result"]["sha256"] == first["result"]["sha256"]
+    assert s.client.get(again["result"]["video_url"], headers=s.headers).status_code == 200
+    # unless the request says reuse: false
+    fresh = s.submit(image["id"], params=params, reuse=False)
+    assert fresh["status"] == "queued"
+    assert s.wait(fresh["id"])["reused_from"] is None
+
+
+def test_events_for_an_unknown_job_are_404(sqlite_stack: Stack) -> None:
+    r = sqlite_stack.client.get("/v1/jobs/job_nope/events", headers=sqlite_stack.headers)
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found")
