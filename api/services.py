@@ -24,6 +24,7 @@ from models.states import JobStatus, fail_job, request_cancel
 from models.storage import StorageError, image_key
 from models.tables import ApiKey, Image, Job, utcnow
 from worker.celery_app import RENDER_TASK, broker_priority, queue_name
+from worker.postprocess import validate_postprocess
 
 log = logging.getLogger("svdq.api")
 
@@ -108,15 +109,19 @@ def plan_job(spec: JobSpec) -> JobPlan:
     errors += oerr
     if not 0 <= spec.priority <= 9:
         errors.append(FieldError(field="priority", message=f"must be between 0 and 9, got {spec.priority}"))
-    if spec.postprocess:
-        errors.append(FieldError(field="postprocess", message="post-processing is not available on this "
-                                 "server yet; leave it out"))
+    post = None
+    if spec.postprocess and not errors:
+        spec_pp, pp_errors = validate_postprocess(spec.postprocess, render_fps=params["fps"], width=params["width"],
+                                                  height=params["height"])
+        errors += [FieldError(field=f, message=m) for f, m in pp_errors]
+        post = spec_pp.model_dump(exclude_none=True) if spec_pp is not None else None
     if spec.webhook_url is not None:
         errors.append(FieldError(field="webhook_url", message="webhooks are not available on this server yet; "
                                  "leave it out and poll GET /v1/jobs/{id}"))
     if errors:
         raise invalid(errors)
-    return JobPlan(model=model.name, params=params, output=output, priority=spec.priority, reuse=spec.reuse)
+    return JobPlan(model=model.name, params=params, output=output, priority=spec.priority, postprocess=post,
+                   reuse=spec.reuse)
 
 
 def fingerprint(image: Image, plan: JobPlan) -> str:

@@ -19,6 +19,7 @@ from models.storage import ObjectMissing, StorageError, image_key, job_key
 from models.tables import Job, utcnow
 from worker.context import WorkerContext
 from worker.encode import EncodeError, encode, poster
+from worker.postprocess import PostprocessCanceled, PostprocessError, PostprocessSpec, run_postprocess
 
 log = logging.getLogger("svdq.worker")
 
@@ -133,12 +134,26 @@ def _render(ctx: WorkerContext, job: Job, progress: JobMonitor) -> tuple[dict[st
                             f"{params['width']}x{params['height']}; "
                             "lower the size, frames or decode_chunk_size.") from exc
         raise JobFailed("render_failed", f"The render failed: {exc.__class__.__name__}: {exc}") from exc
+    post_records: list[dict[str, Any]] = []
+    fps = params["fps"]
+    if job.postprocess:
+        def on_stage(name: str, index: int, total: int) -> None:
+            progress.checkpoint(name, steps, steps)
+
+        try:
+            frames, fps, post_records = run_postprocess(
+                frames, fps, PostprocessSpec.model_validate(job.postprocess), on_stage=on_stage,
+                should_stop=lambda: ctx.signals.cancel_requested(job.id))
+        except PostprocessCanceled as exc:
+            raise JobCanceled("canceled", "Canceled by request during post-processing; nothing was stored.") from exc
+        except PostprocessError as exc:
+            raise JobFailed("postprocess_failed", f"Post-processing failed: {exc}") from exc
     t_render = time.perf_counter() - t0
 
     fmt = job.output.get("format", "mp4")
     progress.checkpoint("encoding", steps, steps)
     try:
-        video = encode(frames, fps=params["fps"], fmt=fmt)
+        video = encode(frames, fps=fps, fmt=fmt)
         poster_jpg = poster(frames)
     except EncodeError as exc:
         raise JobFailed("encode_failed", str(exc)) from exc
@@ -155,10 +170,10 @@ def _render(ctx: WorkerContext, job: Job, progress: JobMonitor) -> tuple[dict[st
     result = {
         "video_key": video_key, "poster_key": poster_key, "content_type": video.content_type,
         "bytes": len(video.data), "sha256": hashlib.sha256(video.data).hexdigest(),
-        "frames": int(t), "width": int(w), "height": int(h), "fps": params["fps"],
+        "frames": int(t), "width": int(w), "height": int(h), "fps": fps,
     }
     runtime = {
-        **ctx.holder.record(), "worker": ctx.name, "seed": params["seed"],
+        **ctx.holder.record(), "worker": ctx.name, "seed": params["seed"], "postprocess": post_records,
         "timings": {"render_s": round(t_render, 4), "encode_s": round(t_encode, 4),
                     "upload_s": round(t_upload, 4)},
     }

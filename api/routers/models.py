@@ -24,6 +24,8 @@ def list_models(state: StateDep, key: CurrentKey) -> list[dict[str, Any]]:
             "source": state.settings.model_source(spec.name) or "built-in (random weights)",
             "defaults": spec.defaults, "limits": spec.limits.as_dict(),
             "workers_ready": len(workers),
+            # learned interpolation and upscaling need weights no worker has configured yet
+            "postprocess": {"interpolate": ["blend", "motion"], "upscale": ["lanczos"]},
             "workers": [{"name": w.get("name"), "device": w.get("device")} for w in workers],
         })
     return out
