@@ -55,10 +55,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
     _setup_logging()
     import redis
+    from celery.signals import worker_shutting_down
 
+    from models.maintenance import Maintenance
     from models.presence import Heartbeat
     from models.settings import Settings
-    from worker.celery_app import create_celery, queue_name
+    from worker.celery_app import create_celery, make_enqueue, queue_name
     from worker.context import WorkerContext
 
     settings = Settings()
@@ -72,10 +74,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
                       "revision": ctx.holder.revision})
     beat.start()
     app = create_celery(settings, context=ctx)
+    # the reaper and reconciler send from their own thread, so they get their own app (and connections)
+    upkeep = Maintenance(sessions=ctx.sessions, signals=ctx.signals, enqueue=make_enqueue(create_celery(settings)),
+                         max_attempts=settings.max_attempts, interval_s=settings.maintenance_interval_s,
+                         reconcile_after_s=settings.reconcile_after_s)
+    upkeep.start()
+
+    def on_shutdown(**_: Any) -> None:
+        # Celery's warm shutdown waits for the running task; the render checks this at every step
+        ctx.shutdown_requested_at = time.monotonic()
+
+    worker_shutting_down.connect(on_shutdown, weak=False)
     try:
         app.worker_main(["worker", "--pool=solo", "--concurrency=1", "-Q", queue_name(args.model),
                          "-n", ctx.name, "--loglevel=INFO", "--without-mingle", "--without-gossip", "-E"])
     finally:
+        upkeep.stop()
         beat.stop()
     return 0
 

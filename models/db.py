@@ -31,7 +31,9 @@ def create_db_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # fail fast when the database is down: callers answer 503 or retry, rather than hang
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=5,
+                         connect_args={"connect_timeout": 2})
 
 
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -37,7 +37,12 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = 6 * 3600
     progress_interval_s: float = 0.5
     time_limit_s: float | None = None  # per-render limit; None: the model's own
-    max_attempts: int = 3  # transient failures (storage, connections) retry up to this many runs
+    max_attempts: int = 3  # transient failures and lost workers: a job runs at most this many times
+    lease_s: float = 60.0  # a running job's hold; renewed every lease_s/4 while its worker lives
+    maintenance_interval_s: float = 10.0  # reaper + reconciler pass
+    reconcile_after_s: float = 10.0  # a queued job this old that Redis lacks is enqueued again
+    db_retry_s: float = 300.0  # a finished render retries its status write this long through a DB outage
+    shutdown_grace_s: float = 60.0  # on SIGTERM, the running render gets this long before it is handed back
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_outside_dev(self) -> Settings:

@@ -136,3 +136,34 @@ def fail_job(
     return _move_running(session, job_id=job_id, worker=worker, values=values)
 
 
+
+
+def renew_lease(session: Session, *, job_id: str, worker: str, lease_s: float) -> bool:
+    """Extend this worker's hold on a running job; False once the job is no longer its own."""
+    return _move_running(session, job_id=job_id, worker=worker,
+                         values={"lease_expires_at": utcnow() + timedelta(seconds=lease_s)})
+
+
+def reclaim_expired(session: Session, *, job: Job, max_attempts: int) -> str | None:
+    """A running job whose lease ran out (its worker died): back to the queue, or failed `worker_lost`
+    after max_attempts. Conditional on the very lease that expired, so a live worker's job is never taken."""
+    guard = (Job.id == job.id, Job.status == JobStatus.RUNNING, Job.worker == job.worker,
+             Job.lease_expires_at == job.lease_expires_at)
+    if job.attempts >= max_attempts:
+        values: dict[str, Any] = {
+            "status": JobStatus.FAILED, "error_code": "worker_lost", "finished_at": utcnow(),
+            "lease_expires_at": None,
+            "error_message": f"The worker rendering this job stopped answering on each of {job.attempts} attempts "
+                             f"(last: {job.worker}); the job may be crashing workers, so it was not tried again. "
+                             "Try fewer frames or a smaller size.",
+        }
+        outcome = "failed"
+    else:
+        values = {"status": JobStatus.QUEUED, "worker": None, "lease_expires_at": None, "progress_step": 0,
+                  "progress_stage": "retrying", "error_code": "worker_lost",
+                  "error_message": f"Worker {job.worker} stopped answering during attempt {job.attempts}; "
+                                   "the job went back to the queue."}
+        outcome = "requeued"
+    res = session.execute(update(Job).where(*guard).values(**values))
+    session.commit()
+    return outcome if res.rowcount else None  # type: ignore[attr-defined]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from celery import Celery
@@ -21,6 +22,16 @@ def queue_name(model: str) -> str:
 def broker_priority(priority: int) -> int:
     # kombu's Redis transport serves priority 0 first; the API's 9 is the most urgent
     return 9 - priority
+
+
+def make_enqueue(app: Celery) -> Callable[[str, str, int, float], None]:
+    """(job_id, model, priority, countdown_s) -> a render message on the model's queue."""
+
+    def enqueue(job_id: str, model: str, priority: int, countdown: float) -> None:
+        app.send_task(RENDER_TASK, args=[job_id], queue=queue_name(model), priority=broker_priority(priority),
+                      countdown=countdown or None)
+
+    return enqueue
 
 
 def create_celery(settings: Settings, *, context: WorkerContext | None = None) -> Celery:

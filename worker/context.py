@@ -36,6 +36,8 @@ class WorkerContext:
     # set by the Celery binding: (job_id, model, priority, countdown_s) -> None
     enqueue: Callable[[str, str, int, float], None] | None = None
     jobs_done: int = field(default=0)
+    # set when the worker is asked to stop (SIGTERM): the current render gets shutdown_grace_s more
+    shutdown_requested_at: float | None = None
 
     @property
     def time_limit_s(self) -> float:

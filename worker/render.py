@@ -6,15 +6,19 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from PIL import Image
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from models.db import session_scope
 from models.images import fit_image
-from models.states import JobStatus, claim_job, fail_job, finish_job, record_progress, requeue_job
+from models.states import JobStatus, claim_job, fail_job, finish_job, record_progress, renew_lease, requeue_job
 from models.storage import ObjectMissing, StorageError, image_key, job_key
 from models.tables import Job, utcnow
 from worker.context import WorkerContext
@@ -52,18 +56,58 @@ class JobLost(JobStop):
     """The row is no longer this worker's (finished or taken elsewhere): stop and touch nothing."""
 
 
+class JobHandBack(JobStop):
+    """The worker is shutting down and the grace period ran out: the job goes back to the queue."""
+
+
+class LeaseKeeper:
+    """Renews the job's lease from a side thread while the render runs, so a render that outlives one
+    lease is never mistaken for a dead worker; notices when the lease was taken from it."""
+
+    def __init__(self, ctx: WorkerContext, job_id: str) -> None:
+        self.ctx, self.job_id = ctx, job_id
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
+
+    def _run(self) -> None:
+        every = max(0.2, self.ctx.settings.lease_s / 4)
+        while not self._stop.wait(every):
+            try:
+                with session_scope(self.ctx.sessions) as s:
+                    if not renew_lease(s, job_id=self.job_id, worker=self.ctx.name, lease_s=self.ctx.settings.lease_s):
+                        self.lost = True
+                        return
+            except Exception as exc:  # noqa: BLE001 - the database blinked; the lease has slack for it
+                log.warning("lease renewal for %s failed: %s", self.job_id, exc)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 class JobMonitor:
     """Runs at every denoising step and between stages: stops on cancel or time limit, publishes progress
     live (Redis pub/sub), and writes it to the job row at most every `interval` seconds."""
 
-    def __init__(self, ctx: WorkerContext, job_id: str) -> None:
-        self.ctx, self.job_id = ctx, job_id
+    def __init__(self, ctx: WorkerContext, job_id: str, lease: LeaseKeeper | None = None) -> None:
+        self.ctx, self.job_id, self.lease = ctx, job_id, lease
         self.interval = ctx.settings.progress_interval_s
         self.started = time.monotonic()
         self.last_write = 0.0
 
     def checkpoint(self, stage: str, step: int, total: int, *, force: bool = True) -> None:
         where = f"{stage} at step {step} of {total}"
+        if self.lease is not None and self.lease.lost:
+            raise JobLost("lost", "the job's lease was taken by the reaper")
+        asked = self.ctx.shutdown_requested_at
+        if asked is not None and time.monotonic() - asked > self.ctx.settings.shutdown_grace_s:
+            raise JobHandBack("worker_shutdown", f"The worker shut down during {where}; the job went back "
+                              "to the queue to run elsewhere.")
         if self.ctx.signals.cancel_requested(self.job_id):
             raise JobCanceled("canceled", f"Canceled by request during {where}; nothing was stored.")
         limit = self.ctx.time_limit_s
@@ -186,6 +230,14 @@ def _end(ctx: WorkerContext, job: Job, stop: JobStop) -> str:
         log.warning("job %s was taken from this worker; result discarded", job.id)
         return "lost"
     with session_scope(ctx.sessions) as s:
+        if isinstance(stop, JobHandBack) and ctx.enqueue is not None:
+            if requeue_job(s, job_id=job.id, worker=ctx.name, code=stop.code, message=stop.message,
+                           not_before=utcnow()):
+                ctx.signals.queued(job.model, job.id, job.priority, job.created_at)
+                ctx.enqueue(job.id, job.model, job.priority, 0.0)
+                ctx.signals.publish(job.id, {"type": "status", "status": "queued"})
+            log.warning("job %s handed back: %s", job.id, stop.message)
+            return "handed_back"
         if isinstance(stop, JobTransient) and ctx.enqueue is not None and job.attempts < ctx.settings.max_attempts:
             delay = min(60.0, 2.0 ** job.attempts)
             message = f"{stop.message} Retrying (attempt {job.attempts + 1} of {ctx.settings.max_attempts})."
@@ -203,10 +255,24 @@ def _end(ctx: WorkerContext, job: Job, stop: JobStop) -> str:
     return f"{stop.status.value}:{stop.code}"
 
 
+def _retry_db(ctx: WorkerContext, write: Callable[[Session], bool]) -> bool:
+    delay, deadline = 0.5, time.monotonic() + ctx.settings.db_retry_s
+    while True:
+        try:
+            with session_scope(ctx.sessions) as s:
+                return write(s)
+        except OperationalError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database unavailable (%s); retrying the status write in %.1fs", exc.orig, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
 def run_render(ctx: WorkerContext, job_id: str) -> str:
     """Claim the job and render it; the return value says what happened (for logs and Flower)."""
     with session_scope(ctx.sessions) as s:
-        claimed = claim_job(s, job_id=job_id, worker=ctx.name, lease_s=ctx.time_limit_s + 300)
+        claimed = claim_job(s, job_id=job_id, worker=ctx.name, lease_s=ctx.settings.lease_s)
         job = s.get(Job, job_id)
     if job is None:
         log.warning("job %s does not exist; message dropped", job_id)
@@ -217,11 +283,13 @@ def run_render(ctx: WorkerContext, job_id: str) -> str:
     ctx.signals.dequeued(job.model, job_id)
     log.info("job %s claimed by %s (attempt %d)", job_id, ctx.name, job.attempts)
     try:
-        result, runtime = _render(ctx, job, JobMonitor(ctx, job_id))
+        with LeaseKeeper(ctx, job_id) as lease:
+            result, runtime = _render(ctx, job, JobMonitor(ctx, job_id, lease))
+            # the result is stored: keep it through a database outage rather than render again
+            finished = _retry_db(ctx, lambda s: finish_job(s, job_id=job_id, worker=ctx.name, result=result,
+                                                           runtime=runtime))
     except JobStop as stop:
         return _end(ctx, job, stop)
-    with session_scope(ctx.sessions) as s:
-        finished = finish_job(s, job_id=job_id, worker=ctx.name, result=result, runtime=runtime)
     if not finished:
         log.warning("job %s was taken from this worker before it finished; result discarded", job_id)
         return "lost"

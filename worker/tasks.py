@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from celery import Celery
 
-from worker.celery_app import RENDER_TASK, broker_priority, queue_name
+from worker.celery_app import RENDER_TASK, make_enqueue
 from worker.context import WorkerContext
 from worker.render import run_render
 
 
 def register_tasks(app: Celery, ctx: WorkerContext) -> None:
-    def enqueue(job_id: str, model: str, priority: int, countdown: float) -> None:
-        app.send_task(RENDER_TASK, args=[job_id], queue=queue_name(model), priority=broker_priority(priority),
-                      countdown=countdown)
-
-    ctx.enqueue = enqueue
+    ctx.enqueue = make_enqueue(app)
 
     @app.task(name=RENDER_TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
     def render(job_id: str) -> str:

@@ -1,0 +1,105 @@
+"""The reaper and the reconciler: periodic passes that keep the promise "every accepted job ends in exactly
+one terminal state" when workers die or Redis forgets. Any worker may run them; a Redis lock makes one
+pass run at a time across the fleet, and every change they make is a conditional update, so a pass that
+runs twice does no harm."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.events import JobSignals, queue_key
+from models.states import JobStatus, reclaim_expired
+from models.tables import Job, utcnow
+
+log = logging.getLogger("svdq.maintenance")
+
+Enqueue = Callable[[str, str, int, float], None]  # (job_id, model, priority, countdown_s)
+BATCH = 500
+
+
+def reap(session: Session, *, signals: JobSignals, enqueue: Enqueue, max_attempts: int) -> dict[str, int]:
+    """Running jobs with an expired lease go back to the queue (or fail worker_lost past max_attempts)."""
+    counts = {"requeued": 0, "failed": 0}
+    expired = session.scalars(select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < utcnow())
+                              .limit(BATCH)).all()
+    for job in expired:
+        outcome = reclaim_expired(session, job=job, max_attempts=max_attempts)
+        if outcome == "requeued":
+            signals.queued(job.model, job.id, job.priority, job.created_at)
+            enqueue(job.id, job.model, job.priority, 0.0)
+        if outcome is not None:
+            counts[outcome] += 1
+            log.warning("job %s: lease of %s expired; %s", job.id, job.worker, outcome)
+            signals.publish(job.id, {"type": "status", "status": "queued" if outcome == "requeued" else "failed"})
+    return counts
+
+
+def reconcile(session: Session, *, signals: JobSignals, enqueue: Enqueue, older_than_s: float) -> int:
+    """Queued jobs that Redis does not know (it restarted empty, or an enqueue was lost) are enqueued again.
+    The queue index is the marker: the API adds each job to it just before sending its message. A job
+    enqueued twice is harmless: only one worker can claim it."""
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    queued = session.execute(select(Job.id, Job.model, Job.priority, Job.created_at, Job.not_before)
+                             .where(Job.status == JobStatus.QUEUED, Job.created_at < cutoff)
+                             .order_by(Job.created_at).limit(20 * BATCH)).all()
+    redis: Any = signals.redis
+    by_model: dict[str, list[Any]] = {}
+    for row in queued:
+        by_model.setdefault(row.model, []).append(row)
+    sent = 0
+    now = utcnow()
+    for model, rows in by_model.items():
+        scores = redis.zmscore(queue_key(model), [r.id for r in rows])
+        for row, score in zip(rows, scores, strict=True):
+            if score is not None:
+                continue
+            signals.queued(model, row.id, row.priority, row.created_at)
+            delay = max(0.0, (row.not_before - now).total_seconds()) if row.not_before else 0.0
+            enqueue(row.id, model, row.priority, delay)
+            sent += 1
+    if sent:
+        log.warning("re-enqueued %d queued jobs that Redis did not hold", sent)
+    return sent
+
+
+class Maintenance:
+    """Runs reap + reconcile every `interval` seconds in a daemon thread, one pass fleet-wide at a time."""
+
+    LOCK = "svdq:maintenance:lock"
+
+    def __init__(self, *, sessions: sessionmaker[Session], signals: JobSignals, enqueue: Enqueue,
+                 max_attempts: int, interval_s: float, reconcile_after_s: float) -> None:
+        self.sessions, self.signals, self.enqueue = sessions, signals, enqueue
+        self.max_attempts, self.interval, self.reconcile_after = max_attempts, interval_s, reconcile_after_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="svdq-maintenance", daemon=True)
+
+    def run_once(self) -> dict[str, int]:
+        redis: Any = self.signals.redis
+        if not redis.set(self.LOCK, "1", nx=True, ex=max(1, int(self.interval))):
+            return {}
+        with self.sessions() as s:
+            counts = reap(s, signals=self.signals, enqueue=self.enqueue, max_attempts=self.max_attempts)
+            counts["reenqueued"] = reconcile(s, signals=self.signals, enqueue=self.enqueue,
+                                             older_than_s=self.reconcile_after)
+        return counts
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.run_once()
+            except Exception as exc:  # noqa: BLE001 - the next pass tries again; a worker never dies of this
+                log.warning("maintenance pass failed: %s", exc)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
