@@ -199,3 +199,42 @@ def test_a_cancel_flag_in_the_row_stops_the_render_even_without_redis(ctx: Worke
     assert run_render(ctx, job_id) == "canceled:canceled"
     job = load(ctx, job_id)
     assert job.status == "canceled" and "at step 2 of 6" in (job.error_message or "") and job.result is None
+
+
+class OomOnce:
+    """Wraps the pipeline: the first `fail` calls raise CUDA's out-of-memory error, then it renders."""
+
+    def __init__(self, pipe, fail: int) -> None:  # type: ignore[no-untyped-def]
+        self.pipe, self.fail, self.calls = pipe, fail, []
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.pipe, name)
+
+    def __call__(self, *a, **kw):  # type: ignore[no-untyped-def]
+        self.calls.append(kw["decode_chunk_size"])
+        if len(self.calls) <= self.fail:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return self.pipe(*a, **kw)
+
+
+def chunked_layers(ctx: WorkerContext) -> set[object]:
+    return {getattr(m, "_chunk_size", None) for m in ctx.holder.pipe.unet.modules() if hasattr(m, "_chunk_size")}
+
+
+def test_out_of_memory_retries_once_with_small_chunks_and_records_it(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    wrapper = OomOnce(ctx.holder.pipe, fail=1)
+    monkeypatch.setattr(ctx.holder, "pipe", wrapper)
+    job_id = make_job(ctx, decode_chunk_size=4)
+    assert run_render(ctx, job_id) == "succeeded"
+    assert wrapper.calls == [4, 1]  # the asked-for chunk, then decode chunk 1
+    runtime = load(ctx, job_id).runtime
+    assert runtime is not None
+    assert runtime["memory"] == {"mode": "low_memory_retry", "decode_chunk_size": 1, "forward_chunking": True}
+    assert chunked_layers(ctx) == {None}  # forward chunking is switched off again for the next job
+
+
+def test_out_of_memory_twice_fails_with_out_of_memory(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(ctx.holder, "pipe", OomOnce(ctx.holder.pipe, fail=2))
+    job_id = make_job(ctx)
+    assert run_render(ctx, job_id) == "failed:out_of_memory"
+    assert "also with decode chunk 1" in (load(ctx, job_id).error_message or "")

@@ -62,6 +62,17 @@ def source_revision(source: str) -> str:
         return "unknown"
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    return "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
+
+
+def set_forward_chunking(unet: Any, chunk: int | None) -> None:
+    """Chunk (or, with None, stop chunking) every feed-forward layer of the UNet over the sequence."""
+    for module in unet.modules():
+        if hasattr(module, "set_chunk_feed_forward"):
+            module.set_chunk_feed_forward(chunk_size=chunk, dim=1)
+
+
 class PipelineHolder:
     def __init__(self, *, model: str, source: str, device: str) -> None:
         self.model, self.source = model, source
@@ -73,6 +84,7 @@ class PipelineHolder:
         self.instance_id = ""
         self.revision = ""
         self.dtype = ""
+        self.last_memory_mode: dict[str, Any] = {}
 
     def _expect(self, state: PipelineState) -> None:
         if self.state != state:
@@ -109,10 +121,30 @@ class PipelineHolder:
         self.state = PipelineState.READY
 
     def render(self, image: Image.Image, params: dict[str, Any], on_step: Callable[[int, int], None]) -> np.ndarray:
-        """(T, H, W, 3) uint8 frames for the resolved params; on_step may raise to stop."""
+        """(T, H, W, 3) uint8 frames for the resolved params; on_step may raise to stop. Out of memory once:
+        one more try with VAE decode chunk 1 and UNet forward chunking; `last_memory_mode` says which ran."""
         self._expect(PipelineState.READY)
+        try:
+            return self._render(image, params, on_step, low_memory=False)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+        self._free_cache()
+        try:
+            return self._render(image, params, on_step, low_memory=True)
+        finally:
+            set_forward_chunking(self.pipe.unet, None)
+            self._free_cache()
+
+    def _render(self, image: Image.Image, params: dict[str, Any], on_step: Callable[[int, int], None], *,
+                low_memory: bool) -> np.ndarray:
         import torch
 
+        decode_chunk = 1 if low_memory else params["decode_chunk_size"] or self.default_decode_chunk(params)
+        self.last_memory_mode = {"mode": "low_memory_retry" if low_memory else "default",
+                                 "decode_chunk_size": decode_chunk, "forward_chunking": low_memory}
+        if low_memory:
+            set_forward_chunking(self.pipe.unet, 1)
         # a CPU generator makes the same noise on every device, so a seed means the same video
         generator = torch.Generator(device="cpu").manual_seed(int(params["seed"]))
         steps = int(params["num_inference_steps"])
@@ -122,11 +154,17 @@ class PipelineHolder:
                 num_inference_steps=steps, fps=params["fps"], motion_bucket_id=params["motion_bucket_id"],
                 noise_aug_strength=params["noise_aug_strength"],
                 min_guidance_scale=params["min_guidance_scale"], max_guidance_scale=params["max_guidance_scale"],
-                decode_chunk_size=params["decode_chunk_size"] or self.default_decode_chunk(params),
-                generator=generator, output_type="np", callback_on_step_end=StepHook(on_step, steps),
+                decode_chunk_size=decode_chunk, generator=generator, output_type="np",
+                callback_on_step_end=StepHook(on_step, steps),
             )
         frames = np.asarray(out.frames[0])
         return np.clip(np.round(frames * 255.0), 0, 255).astype(np.uint8)
+
+    def _free_cache(self) -> None:
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
 
     def default_decode_chunk(self, params: dict[str, Any]) -> int:
         # the report's choice; memory-aware selection belongs to the GPU work

@@ -175,7 +175,7 @@ def _render(ctx: WorkerContext, job: Job, progress: JobMonitor) -> tuple[dict[st
         if "out of memory" in str(exc).lower():
             raise JobFailed("out_of_memory",
                             f"The GPU ran out of memory rendering {params['num_frames']} frames at "
-                            f"{params['width']}x{params['height']}; "
+                            f"{params['width']}x{params['height']}, also with decode chunk 1 and forward chunking; "
                             "lower the size, frames or decode_chunk_size.") from exc
         raise JobFailed("render_failed", f"The render failed: {exc.__class__.__name__}: {exc}") from exc
     post_records: list[dict[str, Any]] = []
@@ -218,6 +218,7 @@ def _render(ctx: WorkerContext, job: Job, progress: JobMonitor) -> tuple[dict[st
     }
     runtime = {
         **ctx.holder.record(), "worker": ctx.name, "seed": params["seed"], "postprocess": post_records,
+        "memory": ctx.holder.last_memory_mode,
         "timings": {"render_s": round(t_render, 4), "encode_s": round(t_encode, 4),
                     "upload_s": round(t_upload, 4)},
     }
