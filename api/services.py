@@ -148,24 +148,32 @@ def reusable_result(*, state: AppState, session: Session, key: ApiKey, model: st
 
 def create_job(*, state: AppState, session: Session, key: ApiKey, plan: JobPlan, image: Image,
                rerun_of: str | None = None) -> Job:
+    job = new_job(state=state, session=session, key=key, plan=plan, image=image, rerun_of=rerun_of)
+    session.add(job)
+    session.commit()
+    if job.status == JobStatus.QUEUED:
+        enqueue(state=state, session=session, job=job)
+    return job
+
+
+def new_job(*, state: AppState, session: Session, key: ApiKey, plan: JobPlan, image: Image,
+            rerun_of: str | None = None, sweep_id: str | None = None, sweep_cell: dict[str, Any] | None = None,
+            sweep_index: int | None = None) -> Job:
+    """An unsaved job row: queued, or already succeeded when an identical render can be reused."""
     fp = fingerprint(image, plan)
     source = reusable_result(state=state, session=session, key=key, model=plan.model, fp=fp) if plan.reuse else None
     now = utcnow()
     job = Job(id="job_" + secrets.token_hex(12), owner_id=key.id, status=JobStatus.QUEUED, model=plan.model,
               image_id=image.id, params=plan.params, output=plan.output, postprocess=plan.postprocess,
               priority=plan.priority, attempts=0, progress_step=0,
-              progress_total=plan.params["num_inference_steps"], created_at=now, fingerprint=fp, rerun_of=rerun_of)
+              progress_total=plan.params["num_inference_steps"], created_at=now, fingerprint=fp, rerun_of=rerun_of,
+              sweep_id=sweep_id, sweep_cell=sweep_cell, sweep_index=sweep_index)
     if source is not None:
         # the same inputs, seed and weights already rendered: finish now from the stored result
         job.status, job.result, job.reused_from = JobStatus.SUCCEEDED, source.result, source.id
         job.runtime = {**(source.runtime or {}), "reused_from": source.id}
         job.started_at = job.finished_at = now
         job.progress_step, job.progress_stage = job.progress_total, "done"
-    session.add(job)
-    session.commit()
-    if source is None:
-        state.signals.queued(job.model, job.id, job.priority, job.created_at)
-        enqueue(state=state, session=session, job=job)
     return job
 
 
@@ -179,6 +187,7 @@ def rerun_job(*, state: AppState, session: Session, key: ApiKey, job: Job) -> Jo
 
 
 def enqueue(*, state: AppState, session: Session, job: Job) -> None:
+    state.signals.queued(job.model, job.id, job.priority, job.created_at)
     try:
         state.celery.send_task(RENDER_TASK, args=[job.id], queue=queue_name(job.model),
                                priority=broker_priority(job.priority))

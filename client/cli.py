@@ -60,7 +60,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from models.maintenance import Maintenance
     from models.presence import Heartbeat
     from models.settings import Settings
-    from worker.celery_app import create_celery, make_enqueue, queue_name
+    from worker.celery_app import create_celery, make_enqueue, make_grid_enqueue, queue_name
     from worker.context import WorkerContext
 
     settings = Settings()
@@ -75,7 +75,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     beat.start()
     app = create_celery(settings, context=ctx)
     # the reaper and reconciler send from their own thread, so they get their own app (and connections)
-    upkeep = Maintenance(sessions=ctx.sessions, signals=ctx.signals, enqueue=make_enqueue(create_celery(settings)),
+    side_app = create_celery(settings)
+    upkeep = Maintenance(sessions=ctx.sessions, signals=ctx.signals, enqueue=make_enqueue(side_app),
+                         enqueue_grid=make_grid_enqueue(side_app),
                          max_attempts=settings.max_attempts, interval_s=settings.maintenance_interval_s,
                          reconcile_after_s=settings.reconcile_after_s)
     upkeep.start()

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.events import JobSignals, queue_key
 from models.states import JobStatus, reclaim_expired
+from models.sweeps import GridEnqueue, pending_grids
 from models.tables import Job, utcnow
 
 log = logging.getLogger("svdq.maintenance")
@@ -75,8 +76,9 @@ class Maintenance:
     LOCK = "svdq:maintenance:lock"
 
     def __init__(self, *, sessions: sessionmaker[Session], signals: JobSignals, enqueue: Enqueue,
-                 max_attempts: int, interval_s: float, reconcile_after_s: float) -> None:
-        self.sessions, self.signals, self.enqueue = sessions, signals, enqueue
+                 max_attempts: int, interval_s: float, reconcile_after_s: float,
+                 enqueue_grid: GridEnqueue | None = None) -> None:
+        self.sessions, self.signals, self.enqueue, self.enqueue_grid = sessions, signals, enqueue, enqueue_grid
         self.max_attempts, self.interval, self.reconcile_after = max_attempts, interval_s, reconcile_after_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="svdq-maintenance", daemon=True)
@@ -89,6 +91,8 @@ class Maintenance:
             counts = reap(s, signals=self.signals, enqueue=self.enqueue, max_attempts=self.max_attempts)
             counts["reenqueued"] = reconcile(s, signals=self.signals, enqueue=self.enqueue,
                                              older_than_s=self.reconcile_after)
+            if self.enqueue_grid is not None:
+                counts["grids"] = pending_grids(s, self.enqueue_grid)
         return counts
 
     def _run(self) -> None:

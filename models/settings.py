@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     # longer than any render may take: Celery redelivers unacked messages after it
     visibility_timeout_s: int = 6 * 3600
     progress_interval_s: float = 0.5
+    max_sweep_cells: int = 500
     time_limit_s: float | None = None  # per-render limit; None: the model's own
     max_attempts: int = 3  # transient failures and lost workers: a job runs at most this many times
     lease_s: float = 60.0  # a running job's hold; renewed every lease_s/4 while its worker lives

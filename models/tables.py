@@ -98,6 +98,9 @@ class Job(Base):
     rerun_of: Mapped[str | None] = mapped_column(String(40), nullable=True)
     # a transient failure puts the job back in the queue, to run again no earlier than this
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # for a sweep's cell: its swept values ({"motion_bucket_id": 180}) and its place in axis order
+    sweep_cell: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    sweep_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class IdempotencyKey(Base):
@@ -108,3 +111,34 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     resource_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Sweep(Base):
+    """A parameter study: every image x the product of the axes, each cell an ordinary job."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(40))
+    # images (ids, in order), base params (seed resolved), axes, output, postprocess, priority
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    total: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class SweepGrid(Base):
+    """One comparison video per image of a sweep: pending -> composing -> done | failed."""
+
+    __tablename__ = "sweep_grids"
+
+    sweep_id: Mapped[str] = mapped_column(ForeignKey("sweeps.id"), primary_key=True)
+    image_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    video_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    poster_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

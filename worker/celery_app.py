@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from worker.context import WorkerContext
 
 RENDER_TASK = "svdq.render"
+GRID_TASK = "svdq.grid"
 
 
 def queue_name(model: str) -> str:
@@ -32,6 +33,15 @@ def make_enqueue(app: Celery) -> Callable[[str, str, int, float], None]:
                       countdown=countdown or None)
 
     return enqueue
+
+
+def make_grid_enqueue(app: Celery) -> Callable[[str, str, str], None]:
+    """(sweep_id, image_id, model) -> a grid message, ahead of renders on the model's queue."""
+
+    def enqueue_grid(sweep_id: str, image_id: str, model: str) -> None:
+        app.send_task(GRID_TASK, args=[sweep_id, image_id], queue=queue_name(model), priority=broker_priority(9))
+
+    return enqueue_grid
 
 
 def create_celery(settings: Settings, *, context: WorkerContext | None = None) -> Celery:

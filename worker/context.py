@@ -35,6 +35,7 @@ class WorkerContext:
     signals: JobSignals
     # set by the Celery binding: (job_id, model, priority, countdown_s) -> None
     enqueue: Callable[[str, str, int, float], None] | None = None
+    enqueue_grid: Callable[[str, str, str], None] | None = None  # (sweep_id, image_id, model)
     jobs_done: int = field(default=0)
     # set when the worker is asked to stop (SIGTERM): the current render gets shutdown_grace_s more
     shutdown_requested_at: float | None = None

@@ -20,6 +20,7 @@ from models.db import session_scope
 from models.images import fit_image
 from models.states import JobStatus, claim_job, fail_job, finish_job, record_progress, renew_lease, requeue_job
 from models.storage import ObjectMissing, StorageError, image_key, job_key
+from models.sweeps import cell_ended
 from models.tables import Job, utcnow
 from worker.context import WorkerContext
 from worker.encode import EncodeError, encode, poster
@@ -249,8 +250,9 @@ def _end(ctx: WorkerContext, job: Job, stop: JobStop) -> str:
                 log.warning("job %s: %s; back in the queue in %.0fs", job.id, stop.code, delay)
                 ctx.signals.publish(job.id, {"type": "status", "status": "queued"})
                 return f"retrying:{stop.code}"
-        fail_job(s, job_id=job.id, worker=ctx.name, code=stop.code, message=stop.message, runtime=runtime,
-                 status=stop.status)
+        if fail_job(s, job_id=job.id, worker=ctx.name, code=stop.code, message=stop.message, runtime=runtime,
+                    status=stop.status):
+            cell_ended(s, job, ctx.enqueue_grid)
     log.warning("job %s %s: %s %s", job.id, stop.status, stop.code, stop.message)
     ctx.signals.publish(job.id, {"type": "status", "status": stop.status.value})
     return f"{stop.status.value}:{stop.code}"
@@ -296,5 +298,7 @@ def run_render(ctx: WorkerContext, job_id: str) -> str:
         return "lost"
     ctx.jobs_done += 1
     ctx.signals.publish(job_id, {"type": "status", "status": "succeeded"})
+    with session_scope(ctx.sessions) as s:
+        cell_ended(s, job, ctx.enqueue_grid)
     log.info("job %s succeeded (%d bytes)", job_id, result["bytes"])
     return JobStatus.SUCCEEDED.value

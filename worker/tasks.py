@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from celery import Celery
 
-from worker.celery_app import RENDER_TASK, make_enqueue
+from worker.celery_app import GRID_TASK, RENDER_TASK, make_enqueue, make_grid_enqueue
 from worker.context import WorkerContext
 from worker.render import run_render
 
 
 def register_tasks(app: Celery, ctx: WorkerContext) -> None:
     ctx.enqueue = make_enqueue(app)
+    ctx.enqueue_grid = make_grid_enqueue(app)
+
+    @app.task(name=GRID_TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+    def grid(sweep_id: str, image_id: str) -> str:
+        from worker.sweep_grid import run_grid
+
+        return run_grid(ctx, sweep_id, image_id)
 
     @app.task(name=RENDER_TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
     def render(job_id: str) -> str:

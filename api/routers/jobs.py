@@ -135,7 +135,7 @@ def job_detail(job_id: str, request: Request, state: StateDep, session: SessionD
     return job_view(state=state, session=session, job=job, base_url=base_url(request))
 
 
-def _serve(state: StateDep, storage_key: str, content_type: str) -> Response:
+def serve_stored(state: StateDep, storage_key: str, content_type: str) -> Response:
     url = state.store.presigned_url(storage_key, content_type)
     if url is not None:
         return RedirectResponse(url, status_code=307)
@@ -185,10 +185,10 @@ def events(job_id: str, request: Request, state: StateDep, session: SessionDep, 
 @router.get("/{job_id}/video", response_class=Response)
 def job_video(job_id: str, state: StateDep, session: SessionDep, key: CurrentKey) -> Response:
     r = _finished(session, key, job_id)
-    return _serve(state, r["video_key"], r["content_type"])
+    return serve_stored(state, r["video_key"], r["content_type"])
 
 
 @router.get("/{job_id}/poster", response_class=Response)
 def job_poster(job_id: str, state: StateDep, session: SessionDep, key: CurrentKey) -> Response:
     r = _finished(session, key, job_id)
-    return _serve(state, r["poster_key"], "image/jpeg")
+    return serve_stored(state, r["poster_key"], "image/jpeg")
