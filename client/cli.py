@@ -193,12 +193,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--flower-port", type=int, default=None)
     d.add_argument("--model", default="tiny")
     d.set_defaults(fn=cmd_dev)
+
+    from client.commands import add_user_commands
+
+    add_user_commands(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from client.sdk import SvdqError
+
     args = build_parser().parse_args(argv)
-    rc: int = args.fn(args)
+    try:
+        rc: int = args.fn(args)
+    except SvdqError as exc:
+        print(f"svdq: {exc.code}: {exc.message}", file=sys.stderr)
+        for d in exc.details:
+            print(f"  {d.get('field')}: {d.get('message')}" if isinstance(d, dict) else f"  {d}", file=sys.stderr)
+        return 2
     return rc
 
 

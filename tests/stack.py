@@ -34,6 +34,8 @@ class Stack:
     client: TestClient
     tmp: Path
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    url: str | None = None
+    server: Any = None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -55,6 +57,23 @@ class Stack:
                 return proc
             time.sleep(0.2)
         raise RuntimeError("worker did not become ready")
+
+    def serve(self) -> str:
+        """The same app behind a real HTTP server (uvicorn in a thread), for the CLI and SDK; its URL."""
+        if self.url is None:
+            import threading
+
+            import uvicorn
+
+            from client.procs import free_port, wait_for_port
+
+            port = free_port()
+            server = uvicorn.Server(uvicorn.Config(create_app(self.settings), host="127.0.0.1", port=port,
+                                                   log_level="warning"))
+            threading.Thread(target=server.run, daemon=True).start()
+            assert wait_for_port(port, 20)
+            self.server, self.url = server, f"http://127.0.0.1:{port}"
+        return self.url
 
     def worker_log(self, i: int = 0) -> str:
         return (self.tmp / f"worker-{i}.log").read_text(errors="replace")
@@ -80,6 +99,8 @@ class Stack:
         raise AssertionError(f"job {job_id} did not finish: {job}\n{self.worker_log()}")
 
     def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
         for proc in self.workers:
             if proc.poll() is None:
                 proc.terminate()
