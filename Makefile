@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # pip prints a warning for every local index path this machine lists but lacks; keep the output readable
 QUIET := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean browser
 
 $(STAMP): pyproject.toml
 	$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "svdq needs Python 3.11 or newer"'
@@ -28,7 +28,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+# web pages are tested in Debian's Chromium (never a downloaded browser)
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium is not installed and this user cannot install it; browser tests will not run"
+
+test: $(STAMP) lint browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 clean:

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from api.auth import ensure_key
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
-from api.routers import images, jobs, models, service, sweeps
+from api.routers import images, jobs, models, service, sweeps, ui
 from api.state import AppState
 from models.db import create_db_engine, create_session_factory
 from models.events import JobSignals
@@ -50,6 +50,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.svdq = state
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 64 * 1024)
-    for r in (service.router, images.router, jobs.router, sweeps.router, models.router):
+    for r in (service.router, images.router, jobs.router, sweeps.router, models.router, ui.router):
         app.include_router(r)
     return app

@@ -247,6 +247,7 @@ def job_view(*, state: AppState, session: Session, job: Job, base_url: str) -> d
         "progress": {"step": step, "total": total, "fraction": round(step / total, 4) if total else 0.0,
                      "stage": job.progress_stage},
         "attempts": job.attempts, "worker": job.worker, "sweep_id": job.sweep_id,
+        "sweep_cell": job.sweep_cell, "sweep_index": job.sweep_index,
         "created_at": iso(job.created_at), "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
         "result": None, "error": None, "runtime": job.runtime,
         "cancel_requested": job.cancel_requested_at is not None, "reused_from": job.reused_from,
