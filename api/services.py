@@ -9,8 +9,9 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,7 @@ from worker.celery_app import RENDER_TASK, broker_priority, queue_name
 from worker.postprocess import validate_postprocess
 
 log = logging.getLogger("svdq.api")
+SpecT = TypeVar("SpecT", bound=BaseModel)
 
 
 def invalid(details: list[FieldError], message: str = "Some parameters are invalid; see details.") -> ApiError:
@@ -76,15 +78,18 @@ def get_image(*, session: Session, key: ApiKey, image_id: str) -> Image:
 
 # jobs -----------------------------------------------------------------------------------------------
 
-def parse_spec(raw: Any) -> JobSpec:
-    from pydantic import ValidationError
-
+def parse_body(model: type[SpecT], raw: Any, what: str) -> SpecT:
+    """A request body into its spec model; every wrong or unknown field becomes a 422 detail."""
     if not isinstance(raw, dict):
-        raise ApiError(422, "invalid_request", "The job spec must be a JSON object.")
+        raise ApiError(422, "invalid_request", f"The {what} spec must be a JSON object.")
     try:
-        return JobSpec.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise invalid(pydantic_errors(exc, "")) from exc
+
+
+def parse_spec(raw: Any) -> JobSpec:
+    return parse_body(JobSpec, raw, "job")
 
 
 @dataclass(frozen=True)

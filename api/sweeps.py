@@ -6,15 +6,15 @@ import math
 import secrets
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
-from api.services import JobPlan, enqueue, get_image, invalid, iso, new_job, store_image
+from api.services import JobPlan, enqueue, get_image, invalid, iso, new_job, parse_body, store_image
 from api.state import AppState
 from models import sweeps as sw
-from models.params import FieldError, RenderParams, pydantic_errors, resolve_output, resolve_params
+from models.params import FieldError, RenderParams, resolve_output, resolve_params
 from models.registry import REGISTRY, get_spec
 from models.states import JobStatus, request_cancel
 from models.tables import ApiKey, Image, Job, Sweep, SweepGrid, utcnow
@@ -47,12 +47,7 @@ class SweepSpec(BaseModel):
 
 
 def parse_sweep(raw: Any) -> SweepSpec:
-    if not isinstance(raw, dict):
-        raise ApiError(422, "invalid_request", "The sweep spec must be a JSON object.")
-    try:
-        return SweepSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise invalid(pydantic_errors(exc, "")) from exc
+    return parse_body(SweepSpec, raw, "sweep")
 
 
 Cells = list[tuple[dict[str, Any], JobPlan]]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.events import JobSignals, queue_key
+from models.events import JobSignals, queue_key, queue_score
 from models.states import JobStatus, reclaim_expired
 from models.sweeps import GridEnqueue, pending_grids
 from models.tables import Job, utcnow
@@ -31,13 +32,14 @@ def reap(session: Session, *, signals: JobSignals, enqueue: Enqueue, max_attempt
     expired = session.scalars(select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < utcnow())
                               .limit(BATCH)).all()
     for job in expired:
+        holder = job.worker  # the update below clears it on the loaded row
         outcome = reclaim_expired(session, job=job, max_attempts=max_attempts)
         if outcome == "requeued":
             signals.queued(job.model, job.id, job.priority, job.created_at)
             enqueue(job.id, job.model, job.priority, 0.0)
         if outcome is not None:
             counts[outcome] += 1
-            log.warning("job %s: lease of %s expired; %s", job.id, job.worker, outcome)
+            log.warning("job %s: lease of %s expired; %s", job.id, holder, outcome)
             signals.publish(job.id, {"type": "status", "status": "queued" if outcome == "requeued" else "failed"})
     return counts
 
@@ -59,9 +61,13 @@ def reconcile(session: Session, *, signals: JobSignals, enqueue: Enqueue, older_
     for model, rows in by_model.items():
         scores = redis.zmscore(queue_key(model), [r.id for r in rows])
         for row, score in zip(rows, scores, strict=True):
-            if score is not None:
+            # ZADD NX: of two overlapping passes only one re-adds the job, and only that one sends it
+            if score is not None or not redis.zadd(queue_key(model), {row.id: queue_score(row.priority,
+                                                                                         row.created_at)}, nx=True):
                 continue
-            signals.queued(model, row.id, row.priority, row.created_at)
+            if session.scalar(select(Job.status).where(Job.id == row.id)) != JobStatus.QUEUED:
+                signals.dequeued(model, row.id)  # claimed (or canceled) since the list was read
+                continue
             delay = max(0.0, (row.not_before - now).total_seconds()) if row.not_before else 0.0
             enqueue(row.id, model, row.priority, delay)
             sent += 1
@@ -85,15 +91,21 @@ class Maintenance:
 
     def run_once(self) -> dict[str, int]:
         redis: Any = self.signals.redis
-        if not redis.set(self.LOCK, "1", nx=True, ex=max(1, int(self.interval))):
+        token = uuid.uuid4().hex
+        # held for the whole pass (its expiry only guards against a holder that died mid-pass)
+        if not redis.set(self.LOCK, token, nx=True, ex=max(60, int(self.interval * 6))):
             return {}
-        with self.sessions() as s:
-            counts = reap(s, signals=self.signals, enqueue=self.enqueue, max_attempts=self.max_attempts)
-            counts["reenqueued"] = reconcile(s, signals=self.signals, enqueue=self.enqueue,
-                                             older_than_s=self.reconcile_after)
-            if self.enqueue_grid is not None:
-                counts["grids"] = pending_grids(s, self.enqueue_grid)
-        return counts
+        try:
+            with self.sessions() as s:
+                counts = reap(s, signals=self.signals, enqueue=self.enqueue, max_attempts=self.max_attempts)
+                counts["reenqueued"] = reconcile(s, signals=self.signals, enqueue=self.enqueue,
+                                                 older_than_s=self.reconcile_after)
+                if self.enqueue_grid is not None:
+                    counts["grids"] = pending_grids(s, self.enqueue_grid)
+            return counts
+        finally:
+            if redis.get(self.LOCK) == token.encode():
+                redis.delete(self.LOCK)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
