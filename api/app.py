@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.svdq = state
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 64 * 1024)
-    for r in (service.router, images.router, jobs.router, sweeps.router, models.router, ui.router):
+    for r in (service.router, images.router, jobs.router, sweeps.router, models.router, models.keys_router,
+              ui.router):
         app.include_router(r)
     return app

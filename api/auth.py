@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.tables import ApiKey, utcnow
+from models.webhooks import new_secret
 
 PREFIX_LEN = 12
 
@@ -29,7 +30,7 @@ def new_key_string() -> str:
 
 def store_key(session: Session, key: str, *, name: str, is_admin: bool = False) -> ApiKey:
     row = ApiKey(id="key_" + secrets.token_hex(8), name=name, prefix=key_prefix(key),
-                 key_hash=hash_key(key), is_admin=is_admin, created_at=utcnow())
+                 key_hash=hash_key(key), is_admin=is_admin, created_at=utcnow(), webhook_secret=new_secret())
     session.add(row)
     session.commit()
     return row

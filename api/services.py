@@ -9,7 +9,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import and_, func, or_, select
@@ -17,13 +17,16 @@ from sqlalchemy.orm import Session
 
 from api.errors import ApiError
 from api.state import AppState
+from models.events import JobSignals
 from models.images import ImageRejected, clean_image
+from models.netcheck import UrlRejected, check_url
 from models.params import FieldError, JobSpec, pydantic_errors, resolve_output, resolve_params
 from models.presence import ready_workers
 from models.registry import REGISTRY, get_spec
 from models.states import JobStatus, fail_job, request_cancel
-from models.storage import StorageError, image_key
+from models.storage import LocalStore, S3Store, StorageError, image_key
 from models.tables import ApiKey, Image, Job, utcnow
+from models.webhooks import job_ended
 from worker.celery_app import RENDER_TASK, broker_priority, queue_name
 from worker.postprocess import validate_postprocess
 
@@ -102,9 +105,20 @@ class JobPlan:
     priority: int
     postprocess: dict[str, Any] | None = None
     reuse: bool = True
+    webhook_url: str | None = None
 
 
-def plan_job(spec: JobSpec) -> JobPlan:
+def webhook_errors(url: str | None, *, allow_private: bool, field: str = "webhook_url") -> list[FieldError]:
+    if url is None:
+        return []
+    try:
+        check_url(url, allow_private=allow_private)
+    except UrlRejected as exc:
+        return [FieldError(field=field, message=str(exc))]
+    return []
+
+
+def plan_job(spec: JobSpec, *, allow_private_urls: bool = False) -> JobPlan:
     model = get_spec(spec.model)
     if model is None:
         raise invalid([FieldError(field="model", message=f"unknown model {spec.model!r}; "
@@ -120,13 +134,11 @@ def plan_job(spec: JobSpec) -> JobPlan:
                                                   height=params["height"])
         errors += [FieldError(field=f, message=m) for f, m in pp_errors]
         post = spec_pp.model_dump(exclude_none=True) if spec_pp is not None else None
-    if spec.webhook_url is not None:
-        errors.append(FieldError(field="webhook_url", message="webhooks are not available on this server yet; "
-                                 "leave it out and poll GET /v1/jobs/{id}"))
+    errors += webhook_errors(spec.webhook_url, allow_private=allow_private_urls)
     if errors:
         raise invalid(errors)
     return JobPlan(model=model.name, params=params, output=output, priority=spec.priority, postprocess=post,
-                   reuse=spec.reuse)
+                   reuse=spec.reuse, webhook_url=spec.webhook_url)
 
 
 def fingerprint(image: Image, plan: JobPlan) -> str:
@@ -158,6 +170,8 @@ def create_job(*, state: AppState, session: Session, key: ApiKey, plan: JobPlan,
     session.commit()
     if job.status == JobStatus.QUEUED:
         enqueue(state=state, session=session, job=job)
+    else:
+        job_ended(session, job.id)  # reused: it is already done
     return job
 
 
@@ -172,7 +186,7 @@ def new_job(*, state: AppState, session: Session, key: ApiKey, plan: JobPlan, im
               image_id=image.id, params=plan.params, output=plan.output, postprocess=plan.postprocess,
               priority=plan.priority, attempts=0, progress_step=0,
               progress_total=plan.params["num_inference_steps"], created_at=now, fingerprint=fp, rerun_of=rerun_of,
-              sweep_id=sweep_id, sweep_cell=sweep_cell, sweep_index=sweep_index)
+              sweep_id=sweep_id, sweep_cell=sweep_cell, sweep_index=sweep_index, webhook_url=plan.webhook_url)
     if source is not None:
         # the same inputs, seed and weights already rendered: finish now from the stored result
         job.status, job.result, job.reused_from = JobStatus.SUCCEEDED, source.result, source.id
@@ -187,7 +201,7 @@ def rerun_job(*, state: AppState, session: Session, key: ApiKey, job: Job) -> Jo
     image = session.get(Image, job.image_id)
     assert image is not None
     plan = JobPlan(model=job.model, params=dict(job.params), output=dict(job.output), priority=job.priority,
-                   postprocess=job.postprocess, reuse=False)
+                   postprocess=job.postprocess, reuse=False, webhook_url=job.webhook_url)
     return create_job(state=state, session=session, key=key, plan=plan, image=image, rerun_of=job.id)
 
 
@@ -198,8 +212,9 @@ def enqueue(*, state: AppState, session: Session, job: Job) -> None:
                                priority=broker_priority(job.priority))
     except Exception as exc:
         log.error("enqueue of %s failed: %s", job.id, exc)
-        fail_job(session, job_id=job.id, worker=None, code="queue_unavailable",
-                 message="The job queue (Redis) did not accept the job; submit it again.")
+        if fail_job(session, job_id=job.id, worker=None, code="queue_unavailable",
+                    message="The job queue (Redis) did not accept the job; submit it again."):
+            job_ended(session, job.id)
         state.signals.dequeued(job.model, job.id)
         raise ApiError(503, "queue_unavailable", "The job queue is not answering; try again shortly.",
                        headers={"Retry-After": "5"}) from exc
@@ -217,6 +232,7 @@ def cancel_job(*, state: AppState, session: Session, key: ApiKey, job_id: str) -
     else:
         state.signals.dequeued(job.model, job.id)
         state.signals.publish(job.id, {"type": "status", "status": "canceled"})
+        job_ended(session, job.id)
     session.refresh(job)
     return job, outcome
 
@@ -228,7 +244,7 @@ def get_job(*, session: Session, key: ApiKey, job_id: str) -> Job:
     return job
 
 
-def queue_position(state: AppState, session: Session, job: Job) -> int:
+def queue_position(state: ViewDeps, session: Session, job: Job) -> int:
     """0 = next. Read from the Redis queue index (O(log n)); counted in SQL only when Redis lacks the job."""
     rank = state.signals.position(job.model, job.id)
     if rank is not None:
@@ -242,7 +258,17 @@ def queue_position(state: AppState, session: Session, job: Job) -> int:
     return int(ahead or 0)
 
 
-def job_view(*, state: AppState, session: Session, job: Job, base_url: str) -> dict[str, Any]:
+class ViewDeps(Protocol):
+    """What building a job or sweep object needs: the API's AppState, or a worker's sender."""
+
+    @property
+    def store(self) -> LocalStore | S3Store: ...
+
+    @property
+    def signals(self) -> JobSignals: ...
+
+
+def job_view(*, state: ViewDeps, session: Session, job: Job, base_url: str) -> dict[str, Any]:
     total = job.progress_total or job.params.get("num_inference_steps", 0)
     step = total if job.status == JobStatus.SUCCEEDED else job.progress_step
     view: dict[str, Any] = {
@@ -303,3 +329,26 @@ def list_jobs(*, session: Session, key: ApiKey, status: str | None, sweep_id: st
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (encode_cursor(rows[-1]) if more and rows else None)
+
+
+@dataclass(frozen=True)
+class SenderDeps:
+    store: LocalStore | S3Store
+    signals: JobSignals
+
+
+def webhook_payload(store: LocalStore | S3Store, base_url: str) -> Any:
+    """The object a webhook carries: the job (or sweep) as GET returns it, URLs on `base_url`."""
+    from api.sweeps import sweep_view
+    from models.tables import Sweep, WebhookDelivery
+
+    deps = SenderDeps(store=store, signals=JobSignals(None))
+
+    def payload(session: Session, d: WebhookDelivery) -> dict[str, Any] | None:
+        if d.resource_id.startswith("swp_"):
+            sweep = session.get(Sweep, d.resource_id)
+            return None if sweep is None else sweep_view(state=deps, session=session, sweep=sweep, base_url=base_url)
+        job = session.get(Job, d.resource_id)
+        return None if job is None else job_view(state=deps, session=session, job=job, base_url=base_url)
+
+    return payload

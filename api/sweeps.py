@@ -11,13 +11,25 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
-from api.services import JobPlan, enqueue, get_image, invalid, iso, new_job, parse_body, store_image
+from api.services import (
+    JobPlan,
+    ViewDeps,
+    enqueue,
+    get_image,
+    invalid,
+    iso,
+    new_job,
+    parse_body,
+    store_image,
+    webhook_errors,
+)
 from api.state import AppState
 from models import sweeps as sw
 from models.params import FieldError, RenderParams, resolve_output, resolve_params
 from models.registry import REGISTRY, get_spec
 from models.states import JobStatus, request_cancel
 from models.tables import ApiKey, Image, Job, Sweep, SweepGrid, utcnow
+from models.webhooks import job_ended
 from worker.celery_app import make_grid_enqueue
 from worker.postprocess import validate_postprocess
 
@@ -79,9 +91,6 @@ def plan_cells(spec: SweepSpec, *, n_images: int, max_cells: int) -> tuple[dict[
                                  "sweep fewer values or images"))
     if not 0 <= spec.priority <= 9:
         errors.append(FieldError(field="priority", message=f"must be between 0 and 9, got {spec.priority}"))
-    if spec.webhook_url is not None:
-        errors.append(FieldError(field="webhook_url", message="webhooks are not available on this server yet; "
-                                 "leave it out and poll GET /v1/sweeps/{id}"))
     base, base_errors = resolve_params(model, spec.params)
     output, out_errors = resolve_output(spec.output)
     errors += base_errors + out_errors
@@ -114,10 +123,14 @@ def create_sweep(*, state: AppState, session: Session, key: ApiKey, spec: SweepS
         if item.image_url is not None or not item.image_id:
             raise ApiError(422, "invalid_params", "Give each image as image_id (image_url is not supported yet).",
                            [FieldError(field=f"images[{i}]", message="needs image_id").model_dump()])
+    errors = webhook_errors(spec.webhook_url, allow_private=state.settings.allow_private_urls)
+    if errors:
+        raise invalid(errors, "The sweep is invalid; nothing was created. See details.")
     base, cells = plan_cells(spec, n_images=len(spec.images) + len(uploads), max_cells=state.settings.max_sweep_cells)
     images: list[Image] = [get_image(session=session, key=key, image_id=item.image_id or "") for item in spec.images]
     images += [store_image(state=state, session=session, key=key, data=data)[0] for data in uploads]
     sweep = Sweep(id="swp_" + secrets.token_hex(12), owner_id=key.id, name=spec.name, model=spec.model,
+                  webhook_url=spec.webhook_url,
                   total=len(images) * len(cells), created_at=utcnow(),
                   spec={"images": [img.id for img in images], "params": base, "axes": spec.axes,
                         "output": cells[0][1].output, "postprocess": spec.postprocess, "priority": spec.priority})
@@ -147,7 +160,7 @@ def get_sweep(*, session: Session, key: ApiKey, sweep_id: str) -> Sweep:
     return sweep
 
 
-def sweep_view(*, state: AppState, session: Session, sweep: Sweep, base_url: str) -> dict[str, Any]:
+def sweep_view(*, state: ViewDeps, session: Session, sweep: Sweep, base_url: str) -> dict[str, Any]:
     counts = sw.counts(session, sweep.id)
     grids = []
     for g in session.scalars(select(SweepGrid).where(SweepGrid.sweep_id == sweep.id).order_by(SweepGrid.position)):
@@ -185,6 +198,7 @@ def cancel_sweep(*, state: AppState, session: Session, key: ApiKey, sweep_id: st
         elif outcome == "canceled":
             state.signals.dequeued(job.model, job.id)
             state.signals.publish(job.id, {"type": "status", "status": "canceled"})
+            job_ended(session, job.id)
     request_done_grids(state=state, session=session, sweep=sweep)
     session.refresh(sweep)
     return sweep

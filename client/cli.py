@@ -37,6 +37,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         row = store_key(session, key, name=args.name, is_admin=args.admin)
     print(key)
     print(f"(key {row.id} '{args.name}' created; it is shown only once)", file=sys.stderr)
+    print(f"webhook signing secret: {row.webhook_secret}", file=sys.stderr)
     return 0
 
 
@@ -81,6 +82,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
                          max_attempts=settings.max_attempts, interval_s=settings.maintenance_interval_s,
                          reconcile_after_s=settings.reconcile_after_s)
     upkeep.start()
+    from api.services import webhook_payload
+    from models.webhooks import WebhookSender
+
+    sender = WebhookSender(sessions=ctx.sessions, payload=webhook_payload(ctx.store, settings.public_url),
+                           allow_private=settings.allow_private_urls, max_attempts=settings.webhook_max_attempts,
+                           base_backoff_s=settings.webhook_backoff_s)
+    sender.start()
 
     def on_shutdown(**_: Any) -> None:
         # Celery's warm shutdown waits for the running task; the render checks this at every step
@@ -91,6 +99,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         app.worker_main(["worker", "--pool=solo", "--concurrency=1", "-Q", queue_name(args.model),
                          "-n", ctx.name, "--loglevel=INFO", "--without-mingle", "--without-gossip", "-E"])
     finally:
+        sender.stop()
         upkeep.stop()
         beat.stop()
     return 0

@@ -19,6 +19,7 @@ from models.events import JobSignals, queue_key, queue_score
 from models.states import JobStatus, reclaim_expired
 from models.sweeps import GridEnqueue, pending_grids
 from models.tables import Job, utcnow
+from models.webhooks import job_ended
 
 log = logging.getLogger("svdq.maintenance")
 
@@ -37,6 +38,8 @@ def reap(session: Session, *, signals: JobSignals, enqueue: Enqueue, max_attempt
         if outcome == "requeued":
             signals.queued(job.model, job.id, job.priority, job.created_at)
             enqueue(job.id, job.model, job.priority, 0.0)
+        if outcome == "failed":
+            job_ended(session, job.id)
         if outcome is not None:
             counts[outcome] += 1
             log.warning("job %s: lease of %s expired; %s", job.id, holder, outcome)

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = 6 * 3600
     progress_interval_s: float = 0.5
     max_sweep_cells: int = 500
+    public_url: str = "http://127.0.0.1:8000"  # how webhooks name API-served result URLs
+    allow_private_urls: bool = False  # webhooks to loopback/private addresses (local testing only)
+    webhook_max_attempts: int = 8
+    webhook_backoff_s: float = 5.0  # first retry delay; doubles each try, with jitter
     time_limit_s: float | None = None  # per-render limit; None: the model's own
     max_attempts: int = 3  # transient failures and lost workers: a job runs at most this many times
     lease_s: float = 60.0  # a running job's hold; renewed every lease_s/4 while its worker lives

@@ -44,7 +44,8 @@ def sqlite_stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str, tiny_
     """SQLite + local results directory, one tiny worker: the embedded-defaults profile."""
     tmp = tmp_path_factory.mktemp("sqlite-stack")
     stack = build_stack(tmp, database_url=f"sqlite:///{tmp}/svdq.db", storage_url=f"file://{tmp}/results",
-                        redis_url=f"{redis_url}/1", tiny_cache=tiny_cache, SVDQ_MAX_UPLOAD_BYTES="2000000")
+                        redis_url=f"{redis_url}/1", tiny_cache=tiny_cache, SVDQ_MAX_UPLOAD_BYTES="2000000",
+                        SVDQ_ALLOW_PRIVATE_URLS="true", SVDQ_WEBHOOK_BACKOFF_S="0.3")
     stack.start_worker()
     yield stack
     stack.stop()

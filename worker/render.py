@@ -22,6 +22,7 @@ from models.states import JobStatus, claim_job, fail_job, finish_job, record_pro
 from models.storage import ObjectMissing, StorageError, image_key, job_key
 from models.sweeps import cell_ended
 from models.tables import Job, utcnow
+from models.webhooks import job_ended
 from worker.context import WorkerContext
 from worker.encode import EncodeError, encode, poster
 from worker.postprocess import PostprocessCanceled, PostprocessError, PostprocessSpec, run_postprocess
@@ -252,6 +253,7 @@ def _end(ctx: WorkerContext, job: Job, stop: JobStop) -> str:
                 return f"retrying:{stop.code}"
         if fail_job(s, job_id=job.id, worker=ctx.name, code=stop.code, message=stop.message, runtime=runtime,
                     status=stop.status):
+            job_ended(s, job.id)
             cell_ended(s, job, ctx.enqueue_grid)
     log.warning("job %s %s: %s %s", job.id, stop.status, stop.code, stop.message)
     ctx.signals.publish(job.id, {"type": "status", "status": stop.status.value})
@@ -299,6 +301,7 @@ def run_render(ctx: WorkerContext, job_id: str) -> str:
     ctx.jobs_done += 1
     ctx.signals.publish(job_id, {"type": "status", "status": "succeeded"})
     with session_scope(ctx.sessions) as s:
+        job_ended(s, job_id)
         cell_ended(s, job, ctx.enqueue_grid)
     log.info("job %s succeeded (%d bytes)", job_id, result["bytes"])
     return JobStatus.SUCCEEDED.value

@@ -9,6 +9,14 @@ from models.presence import ready_workers
 from models.registry import REGISTRY
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+keys_router = APIRouter(prefix="/v1/keys", tags=["keys"])
+
+
+@keys_router.get("/self")
+def key_self(key: CurrentKey) -> dict[str, Any]:
+    """The calling key: its id, name and the secret that signs its webhooks."""
+    return {"id": key.id, "name": key.name, "prefix": key.prefix, "admin": key.is_admin,
+            "webhook_secret": key.webhook_secret, "created_at": key.created_at.isoformat()}
 
 
 @router.get("")

@@ -1,0 +1,47 @@
+"""Outbound URLs from strangers (webhooks; later image_url): http/https to public addresses only, checked
+after DNS resolution, so a name cannot smuggle a request to loopback, a private network or the metadata
+service."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+Resolver = Callable[[str, int], list[str]]
+
+
+class UrlRejected(ValueError):
+    pass
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+
+
+def check_url(url: str, *, allow_private: bool = False, resolve: Resolver = system_resolver) -> list[str]:
+    """The addresses the URL may be fetched from; raises UrlRejected with a sentence saying why not."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UrlRejected("use an http:// or https:// URL with a host name")
+    if parts.username or parts.password:
+        raise UrlRejected("credentials in the URL are not accepted")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise UrlRejected("the port is not a number between 1 and 65535") from exc
+    try:
+        addresses = resolve(parts.hostname, port)
+    except OSError as exc:
+        raise UrlRejected(f"the host {parts.hostname!r} does not resolve") from exc
+    if not addresses:
+        raise UrlRejected(f"the host {parts.hostname!r} does not resolve")
+    if not allow_private:
+        for addr in addresses:
+            ip = ipaddress.ip_address(addr)
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            if not ip.is_global or ip.is_multicast:
+                raise UrlRejected(f"{parts.hostname!r} resolves to {addr}, which is not a public address")
+    return addresses

@@ -1,0 +1,161 @@
+"""Webhooks: Standard Webhooks signatures, URL rules at submission and delivery, and at-least-once delivery
+with one stable id per event, against a real worker and a local receiver."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client.procs import free_port
+from models.netcheck import UrlRejected, check_url
+from models.webhooks import sign
+from tests.stack import Stack
+
+
+def test_signatures_match_the_standard_webhooks_test_vector() -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    assert sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}') == \
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1/hook", "http://localhost/hook", "http://10.1.2.3/x", "http://192.168.0.1/x",
+    "http://169.254.169.254/latest/meta-data", "http://[::1]/x", "http://[::ffff:127.0.0.1]/x",
+    "http://0.0.0.0/x", "http://2130706433/x", "http://0177.0.0.1/x", "ftp://example.com/x",
+    "http://user:pw@example.com/x", "http://224.0.0.1/x",
+])
+def test_urls_to_non_public_addresses_are_refused(url: str) -> None:
+    with pytest.raises(UrlRejected):
+        check_url(url, resolve=lambda host, port: _fake_dns(host))
+
+
+def _fake_dns(host: str) -> list[str]:
+    import socket
+
+    if host == "example.com":
+        return ["93.184.216.34"]
+    return sorted({str(i[4][0]) for i in socket.getaddrinfo(host, 80, type=socket.SOCK_STREAM)})
+
+
+def test_a_name_that_resolves_to_a_private_address_is_refused_and_a_public_one_passes() -> None:
+    with pytest.raises(UrlRejected, match="not a public address"):
+        check_url("https://hooks.example.org/x", resolve=lambda h, p: ["10.0.0.7"])
+    assert check_url("https://hooks.example.org/x", resolve=lambda h, p: ["93.184.216.34"]) == ["93.184.216.34"]
+
+
+class Receiver:
+    """A local webhook endpoint that records every delivery and fails the first `fail` of them."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.fail = fail
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                outer.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                self.send_response(500 if len(outer.requests) <= outer.fail else 204)
+                self.end_headers()
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.port = free_port()
+        self.server = HTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+
+    def wait_for(self, n: int, timeout: float = 60) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.requests
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+def verify(secret: str, req: dict[str, Any]) -> dict[str, Any]:
+    h = req["headers"]
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{h['webhook-id']}.{h['webhook-timestamp']}.".encode() + req["body"], hashlib.sha256)
+    assert h["webhook-signature"] == "v1," + base64.b64encode(mac.digest()).decode()
+    assert abs(int(h["webhook-timestamp"]) - time.time()) < 120
+    return dict(json.loads(req["body"]))
+
+
+def secret_of(stack: Stack) -> str:
+    return str(stack.client.get("/v1/keys/self", headers=stack.headers).json()["webhook_secret"])
+
+
+def test_a_finished_job_is_posted_once_signed_with_the_keys_secret(sqlite_stack: Stack, receiver: Receiver) -> None:
+    s = sqlite_stack
+    image = s.upload()
+    job = s.submit(image["id"], params={"num_inference_steps": 1, "num_frames": 2}, webhook_url=receiver.url)
+    assert s.wait(job["id"])["status"] == "succeeded"
+    reqs = receiver.wait_for(1)
+    time.sleep(1.5)  # nothing more arrives
+    assert len(reqs) == 1
+    event = verify(secret_of(s), reqs[0])
+    assert event["type"] == "job.succeeded" and event["data"]["id"] == job["id"]
+    assert event["data"]["result"]["frames"] == 2
+
+
+def test_a_failing_endpoint_is_retried_with_the_same_webhook_id(sqlite_stack: Stack) -> None:
+    receiver = Receiver(fail=2)
+    s = sqlite_stack
+    image = s.upload()
+    job = s.submit(image["id"], params={"num_inference_steps": 1, "num_frames": 2}, webhook_url=receiver.url)
+    s.wait(job["id"])
+    reqs = receiver.wait_for(3)
+    assert len(reqs) == 3
+    assert len({r["headers"]["webhook-id"] for r in reqs}) == 1
+    verify(secret_of(s), reqs[-1])
+    receiver.server.shutdown()
+
+
+def test_a_sweep_webhook_fires_once_when_the_last_cell_ends(sqlite_stack: Stack, receiver: Receiver) -> None:
+    s = sqlite_stack
+    image = s.upload()
+    body = {"model": "tiny", "images": [{"image_id": image["id"]}], "webhook_url": receiver.url,
+            "params": {"num_inference_steps": 1, "num_frames": 2, "seed": 8}, "axes": {"fps": [6, 8, 10]}}
+    sweep = s.client.post("/v1/sweeps", headers=s.headers, json=body).json()
+    reqs = receiver.wait_for(1, timeout=120)
+    time.sleep(1.5)
+    assert len(reqs) == 1
+    event = verify(secret_of(s), reqs[0])
+    assert event["type"] == "sweep.succeeded" and event["data"]["id"] == sweep["id"]
+    assert event["data"]["counts"]["succeeded"] == 3
+
+
+def test_webhook_urls_to_private_addresses_are_refused_at_submission(tmp_path: Path, redis_url: str) -> None:
+    from tests.test_service import app_with
+
+    with app_with(tmp_path, redis_url) as c:
+        h = {"Authorization": "Bearer svdq_test_key_0123456789abcdef"}
+        image = c.post("/v1/images", headers=h, files={"image": ("a.png", _png())}).json()
+        r = c.post("/v1/jobs", headers=h, json={"model": "tiny", "image_id": image["id"],
+                                                "webhook_url": "http://127.0.0.1:9/hook"})
+        assert r.status_code == 422
+        assert r.json()["error"]["details"][0]["field"] == "webhook_url"
+
+
+def _png() -> bytes:
+    from tests.stack import sample_png
+
+    return sample_png()
