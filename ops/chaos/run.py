@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import ctypes
 import datetime as dt
+import hashlib
 import io
 import json
 import os
@@ -39,6 +40,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -210,6 +212,7 @@ class Stack:
     api_key: str
     storage: Path
     workers: list[Proc] = field(default_factory=list)
+    hooks: WebhookReceiver = field(default_factory=lambda: WebhookReceiver())
 
     @property
     def redis_url(self) -> str:
@@ -231,6 +234,48 @@ class Stack:
 
     def live_workers(self) -> list[Proc]:
         return [w for w in self.workers if w.alive() and w.stopping_since is None]
+
+
+class WebhookReceiver:
+    """A local endpoint for every job's webhook: records each delivery's webhook-id per job, and answers
+    500 to the first delivery of every 7th job, so retries (with the same id) are part of the run."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.ids: dict[str, set[str]] = {}
+        self.deliveries = 0
+        self.refused = 0
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                job_id = body["data"]["id"]
+                with outer._lock:
+                    outer.deliveries += 1
+                    first = job_id not in outer.ids
+                    fail = first and int(hashlib.sha256(job_id.encode()).hexdigest(), 16) % 7 == 0
+                    if fail:
+                        outer.refused += 1
+                        outer.ids.setdefault(job_id, set())
+                    else:
+                        outer.ids.setdefault(job_id, set()).add(self.headers["webhook-id"])
+                self.send_response(500 if fail else 204)
+                self.end_headers()
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_all(self, ids: list[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(not self.ids.get(i) for i in ids):
+            time.sleep(0.2)
 
 
 def start_redis(procs: Procs, port: int) -> Proc:
@@ -259,6 +304,8 @@ def start_stack(tmp: Path, procs: Procs, db: Database, cache_dir: Path, workers:
         **os.environ, "HF_HUB_OFFLINE": "1", "SVDQ_ENV": "dev", "SVDQ_DATABASE_URL": db.url,
         "SVDQ_REDIS_URL": f"redis://127.0.0.1:{rport}/0", "SVDQ_STORAGE_URL": f"file://{storage}",
         "SVDQ_BOOTSTRAP_API_KEY": api_key, "SVDQ_CACHE_DIR": str(cache_dir), "SVDQ_DEVICE": "cpu", **TIMINGS,
+        # the run's own webhook receiver listens on loopback
+        "SVDQ_ALLOW_PRIVATE_URLS": "true", "SVDQ_WEBHOOK_BACKOFF_S": "0.5",
     }
     env.pop("SVDQ_MODEL_TINY", None)
     # several workers share few cores: one intra-op thread each avoids OpenMP threads spinning against
@@ -329,7 +376,7 @@ def submit_jobs(stack: Stack, n: int, seed_base: int) -> list[str]:
         for i in range(n):
             # a distinct seed per job and reuse off: every job is rendered, none finished from another's result
             body = {"model": MODEL, "image_id": image_id, "params": {**PARAMS, "seed": seed_base + i},
-                    "reuse": False}
+                    "reuse": False, "webhook_url": stack.hooks.url}
             r = client.post("/v1/jobs", json=body)
             if r.status_code != 202:
                 raise RuntimeError(f"job {i} was refused: {r.status_code} {r.text}")
@@ -582,6 +629,11 @@ class Report:
     objects_max: int
     objects_min: int
     objects_wrong: dict[str, list[str]]
+    webhook_ids_max: int
+    webhook_ids_min: int
+    webhook_missing: list[str]
+    webhook_deliveries: int
+    webhook_refused: int
     kills: int
     kills_mid_render: int
     wipes: int
@@ -616,6 +668,7 @@ def build_report(stack: Stack, ids: list[str], opt: Options, events: list[Event]
     wrong = {i: v for i, v in objects.items() if v != EXPECTED_OBJECTS}
     kills = [e for e in events if e.kind == "kill"]
     sigterms = [e for e in events if e.kind == "sigterm"]
+    hook_counts = [len(stack.hooks.ids.get(i, set())) for i in ids] or [0]
     outcome = "—"
     if sigterms:
         parts = []
@@ -643,7 +696,10 @@ def build_report(stack: Stack, ids: list[str], opt: Options, events: list[Event]
         options=asdict(opt), timings=dict(TIMINGS), database=db_name, wall_s=round(wall_s, 1),
         submitted=len(ids), succeeded=statuses.get("succeeded", 0), failed=dict(failed), lost=lost, stuck=stuck,
         still_running=still, duplicates=dup, objects_max=max(counts), objects_min=min(counts),
-        objects_wrong=wrong, kills=len(kills), kills_mid_render=sum(1 for e in kills if e.detail.get("job")),
+        objects_wrong=wrong, webhook_ids_max=max(hook_counts), webhook_ids_min=min(hook_counts),
+        webhook_missing=sorted(i for i in ids if not stack.hooks.ids.get(i)),
+        webhook_deliveries=stack.hooks.deliveries, webhook_refused=stack.hooks.refused,
+        kills=len(kills), kills_mid_render=sum(1 for e in kills if e.detail.get("job")),
         wipes=sum(1 for e in events if e.kind == "wipe"), sigterms=len(sigterms), sigterm_outcome=outcome,
         retried=sum(1 for r in rows.values() if r.attempts > 1),
         max_attempts_used=max((r.attempts for r in rows.values()), default=0),
@@ -661,6 +717,7 @@ def build_report(stack: Stack, ids: list[str], opt: Options, events: list[Event]
         (not still, f"{len(still)} jobs still running at the deadline"),
         (not dup, f"{len(dup)} jobs rendered to completion more than once"),
         (not wrong, f"{len(wrong)} jobs without exactly {', '.join(EXPECTED_OBJECTS)}"),
+        (max(hook_counts) == 1 == min(hook_counts), "not exactly one webhook event id per job"),
         (rep.kills == opt.kills, f"{rep.kills} of {opt.kills} kills done"),
         (rep.wipes == opt.wipes, f"{rep.wipes} of {opt.wipes} Redis wipes done"),
         (rep.sigterms == opt.sigterms, f"{rep.sigterms} of {opt.sigterms} SIGTERMs done"),
@@ -693,7 +750,11 @@ def render(rep: Report) -> str:
          yes(not rep.still_running)),
         ("jobs rendered to completion more than once", str(len(rep.duplicates)), "0", yes(not rep.duplicates)),
         ("result objects per job", objects, "exactly 2 (video.mp4, poster.jpg)", yes(not rep.objects_wrong)),
-        ("webhook event ids per job", "n/a (no webhooks yet)", "—", "—"),
+        ("webhook event ids per job", f"max {rep.webhook_ids_max}, min {rep.webhook_ids_min}"
+         + (f"; no delivery for {len(rep.webhook_missing)} jobs" if rep.webhook_missing else ""),
+         "exactly 1", yes(rep.webhook_ids_max == 1 == rep.webhook_ids_min)),
+        ("webhook deliveries received (first tries refused with 500 on purpose)",
+         f"{rep.webhook_deliveries} ({rep.webhook_refused} refused)", "—", "—"),
         ("workers SIGKILLed", f"{rep.kills} ({rep.kills_mid_render} mid-render)", str(o["kills"]),
          yes(rep.kills == o["kills"])),
         ("Redis restarted with its data wiped", str(rep.wipes), str(o["wipes"]), yes(rep.wipes == o["wipes"])),
@@ -782,6 +843,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         ids = submit_jobs(stack, opt.jobs, seed_base=rng.randrange(2**31))
         events = chaos(stack, ids, opt, rng, t0)
+        stack.hooks.wait_all(ids, timeout=90)  # deliveries retry with backoff after the last job ends
         for w in stack.workers:  # the SIGTERMed worker gets its grace to stop before the counts are taken
             if w.stopping_since is not None and w.alive():
                 with contextlib.suppress(subprocess.TimeoutExpired):
