@@ -41,6 +41,40 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_list(_: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from models.db import create_db_engine, create_session_factory
+    from models.settings import Settings
+    from models.tables import ApiKey
+
+    engine = create_db_engine(Settings().database_url)
+    with create_session_factory(engine)() as session:
+        for k in session.scalars(select(ApiKey).order_by(ApiKey.created_at)):
+            state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+            print(f"{k.id}  {k.prefix}…  {k.name}  {'admin ' if k.is_admin else ''}{state}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from sqlalchemy import update
+
+    from models.db import create_db_engine, create_session_factory
+    from models.settings import Settings
+    from models.tables import ApiKey, utcnow
+
+    engine = create_db_engine(Settings().database_url)
+    with create_session_factory(engine)() as session:
+        res = session.execute(update(ApiKey).where(ApiKey.id == args.key_id, ApiKey.revoked_at.is_(None))
+                              .values(revoked_at=utcnow()))
+        session.commit()
+    if not res.rowcount:  # type: ignore[attr-defined]
+        print(f"svdq keys revoke: no active key {args.key_id}", file=sys.stderr)
+        return 2
+    print(f"revoked {args.key_id}; requests with it now get 401")
+    return 0
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -117,6 +151,13 @@ def cmd_flower(args: argparse.Namespace) -> int:
     auth = os.environ.get("SVDQ_FLOWER_BASIC_AUTH")
     if auth:
         cmd.append(f"--basic-auth={auth}")
+    elif settings.env != "dev":
+        print("svdq flower: set SVDQ_FLOWER_BASIC_AUTH=user:password (required outside SVDQ_ENV=dev)",
+              file=sys.stderr)
+        return 2
+    else:
+        # dev: Flower's HTTP API open on this machine's loopback only, so local tools can read it
+        os.environ.setdefault("FLOWER_UNAUTHENTICATED_API", "true")
     os.execv(sys.executable, cmd)  # noqa: S606 - Flower replaces this process
     return 0  # not reached
 
@@ -180,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("--name", required=True)
     kc.add_argument("--admin", action="store_true")
     kc.set_defaults(fn=cmd_keys_create)
+    keys.add_parser("list", help="list keys (never their secrets)").set_defaults(fn=cmd_keys_list)
+    kr = keys.add_parser("revoke", help="revoke a key at once")
+    kr.add_argument("key_id")
+    kr.set_defaults(fn=cmd_keys_revoke)
 
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host", default="127.0.0.1")
