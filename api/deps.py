@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import find_key
 from api.errors import ApiError
+from api.limits_redis import check_rate
 from api.state import AppState
 from models.tables import ApiKey
 
@@ -43,6 +44,8 @@ def get_api_key(request: Request, session: SessionDep) -> ApiKey:
     if key is None:
         raise ApiError(401, "unauthorized", "The API key is unknown or revoked; create one with "
                        "'svdq keys create --name NAME'.", headers={"WWW-Authenticate": "Bearer"})
+    state: AppState = request.app.state.svdq
+    check_rate(state.redis, key, state.settings.rate_limit_per_s)
     return key
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
+from api.limits_redis import check_capacity
 from api.services import (
     JobPlan,
     ViewDeps,
@@ -127,6 +128,8 @@ def create_sweep(*, state: AppState, session: Session, key: ApiKey, spec: SweepS
     if errors:
         raise invalid(errors, "The sweep is invalid; nothing was created. See details.")
     base, cells = plan_cells(spec, n_images=len(spec.images) + len(uploads), max_cells=state.settings.max_sweep_cells)
+    check_capacity(session, key=key, model=spec.model, new_jobs=(len(spec.images) + len(uploads)) * len(cells),
+                   per_key=state.settings.max_open_jobs_per_key, per_model=state.settings.max_queue_depth)
     images: list[Image] = [get_image(session=session, key=key, image_id=item.image_id or "") for item in spec.images]
     images += [store_image(state=state, session=session, key=key, data=data)[0] for data in uploads]
     sweep = Sweep(id="swp_" + secrets.token_hex(12), owner_id=key.id, name=spec.name, model=spec.model,

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = 6 * 3600
     progress_interval_s: float = 0.5
     max_sweep_cells: int = 500
+    rate_limit_per_s: int = 50  # requests per second per key, across API replicas (0: off)
+    max_open_jobs_per_key: int = 5000  # queued + running per key
+    max_queue_depth: int = 100_000  # queued jobs per model before 503 queue_full
     public_url: str = "http://127.0.0.1:8000"  # how webhooks name API-served result URLs
     allow_private_urls: bool = False  # webhooks to loopback/private addresses (local testing only)
     webhook_max_attempts: int = 8

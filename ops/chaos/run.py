@@ -306,6 +306,7 @@ def start_stack(tmp: Path, procs: Procs, db: Database, cache_dir: Path, workers:
         "SVDQ_BOOTSTRAP_API_KEY": api_key, "SVDQ_CACHE_DIR": str(cache_dir), "SVDQ_DEVICE": "cpu", **TIMINGS,
         # the run's own webhook receiver listens on loopback
         "SVDQ_ALLOW_PRIVATE_URLS": "true", "SVDQ_WEBHOOK_BACKOFF_S": "0.5",
+        "SVDQ_RATE_LIMIT_PER_S": "0",  # a load generator, not a rate-limit test
     }
     env.pop("SVDQ_MODEL_TINY", None)
     # several workers share few cores: one intra-op thread each avoids OpenMP threads spinning against

@@ -1,0 +1,51 @@
+"""Per-key request rate and in-flight job limits, counted in Redis so they hold across API replicas."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api.errors import ApiError
+from models.states import JobStatus
+from models.tables import ApiKey, Job
+
+log = logging.getLogger("svdq.api")
+
+
+def check_rate(redis: Any, key: ApiKey, per_second: int) -> None:
+    """A one-second window per key: INCR, expire, refuse past the limit."""
+    if per_second <= 0:
+        return
+    now = time.time()
+    bucket = f"svdq:rl:{key.id}:{int(now)}"
+    try:
+        pipe = redis.pipeline()
+        pipe.incr(bucket)
+        pipe.expire(bucket, 2)
+        count = int(pipe.execute()[0])
+    except Exception as exc:  # noqa: BLE001 - a Redis blip must not lock every client out
+        log.warning("rate limit check skipped: %s", exc)
+        return
+    if count > per_second:
+        retry = max(1, round(1 - (now % 1) + 0.5))
+        raise ApiError(429, "rate_limited", f"More than {per_second} requests per second with this key; "
+                       f"slow down and retry after {retry} s.", headers={"Retry-After": str(retry)})
+
+
+def check_capacity(session: Session, *, key: ApiKey, model: str, new_jobs: int, per_key: int, per_model: int) -> None:
+    """Refuse work the queues cannot take: the key's own jobs in flight (429), or the model's queue (503)."""
+    open_states = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
+    mine = session.scalar(select(func.count()).select_from(Job).where(
+        Job.owner_id == key.id, Job.status.in_(open_states))) or 0
+    if mine + new_jobs > per_key:
+        raise ApiError(429, "rate_limited", f"This key has {mine} jobs queued or running, and the limit is "
+                       f"{per_key}; wait for some to finish.", headers={"Retry-After": "10"})
+    queued = session.scalar(select(func.count()).select_from(Job).where(
+        Job.model == model, Job.status == JobStatus.QUEUED.value)) or 0
+    if queued + new_jobs > per_model:
+        raise ApiError(503, "queue_full", f"The {model} queue is full ({queued} jobs waiting); retry later.",
+                       headers={"Retry-After": "30"})
