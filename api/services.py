@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError
 from api.state import AppState
 from models.events import JobSignals
+from models.fetch import FetchError, fetch_image_url
 from models.images import ImageRejected, clean_image
 from models.netcheck import UrlRejected, check_url
 from models.params import FieldError, JobSpec, pydantic_errors, resolve_output, resolve_params
@@ -70,6 +71,15 @@ def store_image(*, state: AppState, session: Session, key: ApiKey, data: bytes) 
     session.add(img)
     session.commit()
     return img, True
+
+
+def fetch_url(state: AppState, url: str) -> bytes:
+    """The bytes behind an image_url, fetched SSRF-safely (see models.fetch)."""
+    try:
+        return fetch_image_url(url, max_bytes=state.settings.max_upload_bytes,
+                               allow_private=state.settings.allow_private_urls)
+    except FetchError as exc:
+        raise ApiError(exc.status, exc.code, exc.message, [{"field": "image_url", "message": exc.message}]) from exc
 
 
 def get_image(*, session: Session, key: ApiKey, image_id: str) -> Image:

@@ -16,6 +16,7 @@ from api.services import (
     JobPlan,
     ViewDeps,
     enqueue,
+    fetch_url,
     get_image,
     invalid,
     iso,
@@ -121,16 +122,21 @@ def plan_cells(spec: SweepSpec, *, n_images: int, max_cells: int) -> tuple[dict[
 def create_sweep(*, state: AppState, session: Session, key: ApiKey, spec: SweepSpec,
                  uploads: list[bytes]) -> Sweep:
     for i, item in enumerate(spec.images):
-        if item.image_url is not None or not item.image_id:
-            raise ApiError(422, "invalid_params", "Give each image as image_id (image_url is not supported yet).",
-                           [FieldError(field=f"images[{i}]", message="needs image_id").model_dump()])
+        if bool(item.image_url) == bool(item.image_id):
+            raise ApiError(422, "invalid_params", "Give each image as image_id or image_url (one of them).",
+                           [FieldError(field=f"images[{i}]", message="needs image_id or image_url").model_dump()])
     errors = webhook_errors(spec.webhook_url, allow_private=state.settings.allow_private_urls)
     if errors:
         raise invalid(errors, "The sweep is invalid; nothing was created. See details.")
     base, cells = plan_cells(spec, n_images=len(spec.images) + len(uploads), max_cells=state.settings.max_sweep_cells)
     check_capacity(session, key=key, model=spec.model, new_jobs=(len(spec.images) + len(uploads)) * len(cells),
                    per_key=state.settings.max_open_jobs_per_key, per_model=state.settings.max_queue_depth)
-    images: list[Image] = [get_image(session=session, key=key, image_id=item.image_id or "") for item in spec.images]
+    images: list[Image] = []
+    for item in spec.images:
+        if item.image_url:
+            images.append(store_image(state=state, session=session, key=key, data=fetch_url(state, item.image_url))[0])
+        else:
+            images.append(get_image(session=session, key=key, image_id=item.image_id or ""))
     images += [store_image(state=state, session=session, key=key, data=data)[0] for data in uploads]
     sweep = Sweep(id="swp_" + secrets.token_hex(12), owner_id=key.id, name=spec.name, model=spec.model,
                   webhook_url=spec.webhook_url,

@@ -20,7 +20,15 @@ def system_resolver(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
 
 
-def check_url(url: str, *, allow_private: bool = False, resolve: Resolver = system_resolver) -> list[str]:
+def is_public(addr: str) -> bool:
+    ip = ipaddress.ip_address(addr)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def check_url(url: str, *, allow_private: bool = False, resolve: Resolver = system_resolver,
+              public: Callable[[str], bool] = is_public) -> list[str]:
     """The addresses the URL may be fetched from; raises UrlRejected with a sentence saying why not."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -39,9 +47,6 @@ def check_url(url: str, *, allow_private: bool = False, resolve: Resolver = syst
         raise UrlRejected(f"the host {parts.hostname!r} does not resolve")
     if not allow_private:
         for addr in addresses:
-            ip = ipaddress.ip_address(addr)
-            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-                ip = ip.ipv4_mapped
-            if not ip.is_global or ip.is_multicast:
+            if not public(addr):
                 raise UrlRejected(f"{parts.hostname!r} resolves to {addr}, which is not a public address")
     return addresses

@@ -18,6 +18,7 @@ from api.routers.images import read_upload
 from api.services import (
     cancel_job,
     create_job,
+    fetch_url,
     get_image,
     get_job,
     job_view,
@@ -72,13 +73,12 @@ async def _read_submission(request: Request) -> tuple[JobSpec, bytes | None]:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ApiError(422, "invalid_request", "The body is not valid JSON.") from exc
         spec = parse_spec(body)
-        if spec.image_url is not None:
-            raise ApiError(422, "invalid_params", "image_url is not supported on this server yet; upload the "
-                           "image with POST /v1/images and send its image_id.",
-                           [FieldError(field="image_url", message="not supported yet").model_dump()])
-        if not spec.image_id:
-            raise ApiError(422, "invalid_request", "Name the image: give image_id (from POST /v1/images), "
-                           "or send multipart/form-data with an 'image' file part.",
+        if spec.image_url is not None and spec.image_id:
+            raise ApiError(422, "invalid_params", "Give either image_id or image_url, not both.",
+                           [FieldError(field="image_url", message="not allowed with image_id").model_dump()])
+        if not spec.image_id and spec.image_url is None:
+            raise ApiError(422, "invalid_request", "Name the image: give image_id (from POST /v1/images) or "
+                           "image_url, or send multipart/form-data with an 'image' file part.",
                            [FieldError(field="image_id", message="required").model_dump()])
         return spec, None
     raise ApiError(415, "unsupported_media_type",
@@ -96,6 +96,8 @@ def _submit(*, state: AppState, session: Session, key: ApiKey, spec: JobSpec, da
         if existing is not None:
             job = get_job(session=session, key=key, job_id=existing)
             return job_view(state=state, session=session, job=job, base_url=base), 200
+    if data is None and spec.image_url is not None:
+        data = fetch_url(state, spec.image_url)
     try:
         if data is not None:
             image, _ = store_image(state=state, session=session, key=key, data=data)
