@@ -238,3 +238,28 @@ def test_out_of_memory_twice_fails_with_out_of_memory(ctx: WorkerContext, monkey
     job_id = make_job(ctx)
     assert run_render(ctx, job_id) == "failed:out_of_memory"
     assert "also with decode chunk 1" in (load(ctx, job_id).error_message or "")
+
+
+def test_a_finished_render_keeps_its_result_through_a_database_outage(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy.exc import OperationalError
+
+    import worker.render as render_mod
+
+    real_finish = render_mod.finish_job
+    calls: list[int] = []
+
+    def flaky_finish(*a, **kw):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) <= 2:  # the database is down for the first two writes
+            raise OperationalError("UPDATE jobs", {}, Exception("server closed the connection unexpectedly"))
+        return real_finish(*a, **kw)
+
+    renders: list[int] = []
+    real_render = ctx.holder.render
+    monkeypatch.setattr(ctx.holder, "render", lambda *a: renders.append(1) or real_render(*a))
+    monkeypatch.setattr(render_mod, "finish_job", flaky_finish)
+    monkeypatch.setattr("worker.render.time.sleep", lambda s: None)
+    job_id = make_job(ctx)
+    assert run_render(ctx, job_id) == "succeeded"
+    assert len(calls) == 3 and len(renders) == 1  # the status write was retried; the render was not
+    assert load(ctx, job_id).status == "succeeded"
