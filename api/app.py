@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from api.auth import ensure_key
 from api.errors import install_error_handlers
-from api.limits import BodySizeLimit
+from api.limits import BodySizeLimit, ConcurrencyLimit
 from api.routers import images, jobs, models, service, sweeps, ui
 from api.state import AppState
 from models.db import create_db_engine, create_session_factory
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.svdq = state
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 64 * 1024)
+    app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests)
     for r in (service.router, images.router, jobs.router, sweeps.router, models.router, models.keys_router,
               ui.router):
         app.include_router(r)

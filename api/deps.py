@@ -44,6 +44,7 @@ def get_api_key(request: Request, session: SessionDep) -> ApiKey:
     if key is None:
         raise ApiError(401, "unauthorized", "The API key is unknown or revoked; create one with "
                        "'svdq keys create --name NAME'.", headers={"WWW-Authenticate": "Bearer"})
+    session.commit()  # hand the connection back to the pool while the request waits for its next step
     state: AppState = request.app.state.svdq
     check_rate(state.redis, key, state.settings.rate_limit_per_s)
     return key

@@ -57,3 +57,43 @@ class BodySizeLimit:
         except BodyTooLarge:
             if not started:
                 await self._reject(send)
+
+
+class ConcurrencyLimit:
+    """At most `limit` requests at once may use the database; the rest wait their turn (asynchronously).
+
+    A request hands its database connection between worker threads (dependency, endpoint, teardown). With
+    more requests in flight than pooled connections, every thread can end up waiting for a connection that
+    a request waiting for a thread holds: a deadlock that the pool timeout turns into 500s. Keeping in-flight
+    requests below the pool size makes that impossible. Event streams and health checks are not counted:
+    they hold no connection while they wait."""
+
+    EXEMPT_SUFFIXES = ("/events", "/healthz", "/metrics")
+
+    def __init__(self, app: ASGIApp, *, limit: int, wait_s: float = 30.0) -> None:
+        import asyncio
+
+        self.app, self.wait_s = app, wait_s
+        self.slots = asyncio.Semaphore(limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        import asyncio
+
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or path.endswith(self.EXEMPT_SUFFIXES) or path.startswith("/ui/"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            await asyncio.wait_for(self.slots.acquire(), timeout=self.wait_s)
+        except TimeoutError:
+            body = json.dumps({"error": {"code": "overloaded", "message": "The API is busy; retry shortly.",
+                                         "details": []}}).encode()
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"application/json"), (b"retry-after", b"2"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.slots.release()

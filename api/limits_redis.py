@@ -10,6 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
+from api.state import AppState
+from models.events import queue_key
 from models.states import JobStatus
 from models.tables import ApiKey, Job
 
@@ -36,16 +38,26 @@ def check_rate(redis: Any, key: ApiKey, per_second: int) -> None:
                        f"slow down and retry after {retry} s.", headers={"Retry-After": str(retry)})
 
 
-def check_capacity(session: Session, *, key: ApiKey, model: str, new_jobs: int, per_key: int, per_model: int) -> None:
+def queue_depth(session: Session, redis: Any, model: str) -> int:
+    """The model's queued jobs: the Redis queue index's size (O(1)); counted in SQL if Redis is away."""
+    try:
+        return int(redis.zcard(queue_key(model)))
+    except Exception:  # noqa: BLE001
+        return int(session.scalar(select(func.count()).select_from(Job).where(
+            Job.model == model, Job.status == JobStatus.QUEUED.value)) or 0)
+
+
+def check_capacity(state: AppState, session: Session, *, key: ApiKey, model: str, new_jobs: int) -> None:
     """Refuse work the queues cannot take: the key's own jobs in flight (429), or the model's queue (503)."""
+    per_key, per_model = state.settings.max_open_jobs_per_key, state.settings.max_queue_depth
     open_states = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
-    mine = session.scalar(select(func.count()).select_from(Job).where(
-        Job.owner_id == key.id, Job.status.in_(open_states))) or 0
+    # counted only up to the limit, over the (owner_id, status) index: cheap however deep the queue is
+    capped = select(Job.id).where(Job.owner_id == key.id, Job.status.in_(open_states)).limit(per_key + 1)
+    mine = session.scalar(select(func.count()).select_from(capped.subquery())) or 0
     if mine + new_jobs > per_key:
         raise ApiError(429, "rate_limited", f"This key has {mine} jobs queued or running, and the limit is "
                        f"{per_key}; wait for some to finish.", headers={"Retry-After": "10"})
-    queued = session.scalar(select(func.count()).select_from(Job).where(
-        Job.model == model, Job.status == JobStatus.QUEUED.value)) or 0
+    queued = queue_depth(session, state.redis, model)
     if queued + new_jobs > per_model:
         raise ApiError(503, "queue_full", f"The {model} queue is full ({queued} jobs waiting); retry later.",
                        headers={"Retry-After": "30"})

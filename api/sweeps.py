@@ -129,8 +129,7 @@ def create_sweep(*, state: AppState, session: Session, key: ApiKey, spec: SweepS
     if errors:
         raise invalid(errors, "The sweep is invalid; nothing was created. See details.")
     base, cells = plan_cells(spec, n_images=len(spec.images) + len(uploads), max_cells=state.settings.max_sweep_cells)
-    check_capacity(session, key=key, model=spec.model, new_jobs=(len(spec.images) + len(uploads)) * len(cells),
-                   per_key=state.settings.max_open_jobs_per_key, per_model=state.settings.max_queue_depth)
+    check_capacity(state, session, key=key, model=spec.model, new_jobs=(len(spec.images) + len(uploads)) * len(cells))
     images: list[Image] = []
     for item in spec.images:
         if item.image_url:

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = 6 * 3600
     progress_interval_s: float = 0.5
     max_sweep_cells: int = 500
+    # requests using the database at once per API process; below the pool's 30 connections (see api.limits)
+    max_concurrent_requests: int = 24
     rate_limit_per_s: int = 50  # requests per second per key, across API replicas (0: off)
     max_open_jobs_per_key: int = 5000  # queued + running per key
     max_queue_depth: int = 100_000  # queued jobs per model before 503 queue_full

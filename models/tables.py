@@ -66,6 +66,7 @@ class Job(Base):
         Index("ix_jobs_owner_created", "owner_id", "created_at"),
         Index("ix_jobs_status_model", "status", "model"),
         Index("ix_jobs_queue", "model", "status", "priority", "created_at"),
+        Index("ix_jobs_owner_status", "owner_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -99,3 +99,27 @@ def test_settings_refuse_placeholder_secrets_outside_dev() -> None:
         Settings(_env_file=None, env="prod", bootstrap_api_key="changeme")
     Settings(_env_file=None, env="dev", bootstrap_api_key="changeme")
     Settings(_env_file=None, env="prod", bootstrap_api_key="svdq_" + "x" * 40)
+
+
+def test_200_concurrent_status_polls_are_all_answered_without_a_5xx(pg_s3_stack: Stack) -> None:
+    """More requests in flight than pooled database connections once deadlocked the pool (500s after the
+    pool timeout); the API now admits at most max_concurrent_requests at a time and queues the rest."""
+    import asyncio
+
+    import httpx
+
+    s = pg_s3_stack
+    base = s.serve()
+    image = s.upload()
+    job = s.submit(image["id"], model="svd")  # no svd worker: it stays queued, so its view counts its position
+
+    async def poll_all() -> list[int]:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=base, headers=s.headers, timeout=60, limits=limits) as c:
+            async def one(_: int) -> int:
+                return (await c.get(f"/v1/jobs/{job['id']}")).status_code
+            return list(await asyncio.gather(*(one(i) for i in range(200))))
+
+    codes = asyncio.run(poll_all())
+    assert codes == [200] * 200, sorted(set(codes))
+    s.client.post(f"/v1/jobs/{job['id']}/cancel", headers=s.headers)

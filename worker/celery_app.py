@@ -69,7 +69,7 @@ def create_celery(settings: Settings, *, context: WorkerContext | None = None) -
         task_publish_retry=True,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        # no "task-sent" event: it would double every submit's publish; Flower sees received/started/succeeded
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
     )
