@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import datetime as dt
 import hashlib
 import io
@@ -44,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -53,10 +52,18 @@ from typing import IO, Any
 import httpx
 import redis as redis_lib
 from PIL import Image
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import create_engine, text
 
 from api.auth import key_prefix
-from client.procs import free_port, redis_server_cmd, wait_for_port
+from client.procs import (
+    ScratchDatabase,
+    cpu_model,
+    die_with_parent,
+    free_port,
+    no_interrupts,
+    redis_server_cmd,
+    wait_for_port,
+)
 from models.events import queue_key, queue_score
 from models.migrate import upgrade
 from models.presence import ready_workers
@@ -124,11 +131,6 @@ def at_most(value: float, target: float) -> bool:
 # --- processes -----------------------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: if this benchmark is killed outright (SIGKILL), its children get SIGTERM anyway
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-
 
 @dataclass
 class Procs:
@@ -140,7 +142,7 @@ class Procs:
         out = open(self.logdir / f"{name}.log", "wb")  # closed in stop()
         # own session, so a Ctrl-C reaches the benchmark first and it stops the children in order
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+                                start_new_session=True, preexec_fn=die_with_parent)
         self.procs[name], self.logs[name] = proc, out
         return proc
 
@@ -196,31 +198,8 @@ class Stack:
         return {"Authorization": f"Bearer {self.api_key}"}
 
 
-@dataclass
-class Database:
-    admin: Engine
-    name: str = field(default_factory=lambda: f"svdq_bench_{secrets.token_hex(5)}")
-    created: bool = False
 
-    @property
-    def url(self) -> str:
-        return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.name
-
-    def create(self) -> None:
-        with self.admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{self.name}"'))
-        self.created = True
-
-    def drop(self) -> None:
-        if not self.created:
-            return
-        with self.admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-        self.created = False
-        log(f"dropped database {self.name}")
-
-
-def start_stack(tmp: Path, procs: Procs, db: Database, cache_dir: Path) -> Stack:
+def start_stack(tmp: Path, procs: Procs, db: ScratchDatabase, cache_dir: Path) -> Stack:
     if shutil.which("redis-server") is None:
         raise RuntimeError("redis-server is not installed")
     rport = free_port()
@@ -688,13 +667,6 @@ async def run_bench(stack: Stack, opt: Options) -> tuple[list[Row], dict[str, An
 # --- the report ----------------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
 
 def versions(redis_url: str | None, db_url: str | None) -> dict[str, str]:
     out = {"python": platform.python_version()}
@@ -780,16 +752,6 @@ def _terminate(signum: int, _: Any) -> None:
     os.kill(os.getpid(), signal.SIGINT)
 
 
-@contextlib.contextmanager
-def no_interrupts() -> Iterator[None]:
-    """Cleanup runs to the end: a second Ctrl-C must not leave a database or a process behind."""
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old[0])
-        signal.signal(signal.SIGTERM, old[1])
-
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -800,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="svdq-bench-"))
     procs = Procs(tmp)
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    db = Database(admin)
+    db = ScratchDatabase(admin, PG_ADMIN_URL, "svdq_bench")
     stack: Stack | None = None
     ok = False
     try:
@@ -831,7 +793,9 @@ def main(argv: list[str] | None = None) -> int:
         with no_interrupts():
             procs.stop_all()
             try:
-                db.drop()
+                if db.created:
+                    db.drop()
+                    log(f"dropped database {db.name}")
             except Exception as exc:  # noqa: BLE001 - report it, and keep cleaning up
                 log(f"could not drop database {db.name}: {exc}")
             admin.dispose()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from client.procs import cpu_model
 from worker.encode import encode
 from worker.postprocess import interpolate_blend, interpolate_motion, upscale_lanczos
 
@@ -31,16 +31,6 @@ def clip(frames: int, width: int, height: int) -> np.ndarray:
         x0 = (t * width // (2 * frames)) % (width - s)
         out[t, s:2 * s, x0:x0 + s] = 255
     return out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

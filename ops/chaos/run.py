@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import datetime as dt
 import hashlib
 import io
@@ -43,7 +42,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -51,9 +49,17 @@ from typing import IO, Any
 import httpx
 import redis as redis_lib
 from PIL import Image
-from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy import Engine, create_engine, func, select
 
-from client.procs import free_port, redis_server_cmd, wait_for_port
+from client.procs import (
+    ScratchDatabase,
+    cpu_model,
+    die_with_parent,
+    free_port,
+    no_interrupts,
+    redis_server_cmd,
+    wait_for_port,
+)
 from models.migrate import upgrade
 from models.presence import ready_workers
 from models.tables import Job, utcnow
@@ -95,11 +101,6 @@ def log(msg: str) -> None:
 # --- processes -----------------------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: if this run is killed outright (SIGKILL), its children get SIGTERM anyway
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-
 
 @dataclass
 class Proc:
@@ -129,7 +130,7 @@ class Procs:
         out = open(path, "ab")  # closed in stop_all()
         # own session, so a Ctrl-C reaches this run first and it stops the children itself
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+                                start_new_session=True, preexec_fn=die_with_parent)
         p = Proc(name=name, proc=proc, log_path=path, log_file=out)
         self.all.append(p)
         return p
@@ -174,29 +175,6 @@ def tail(path: Path, chars: int = 3000) -> str:
 
 # --- the stack -----------------------------------------------------------------------------------------------
 
-
-@dataclass
-class Database:
-    admin: Engine
-    name: str = field(default_factory=lambda: f"svdq_chaos_{secrets.token_hex(5)}")
-    created: bool = False
-
-    @property
-    def url(self) -> str:
-        return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.name
-
-    def create(self) -> None:
-        with self.admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{self.name}"'))
-        self.created = True
-
-    def drop(self) -> None:
-        if not self.created:
-            return
-        with self.admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-        self.created = False
-        log(f"dropped database {self.name}")
 
 
 @dataclass
@@ -285,7 +263,7 @@ def start_redis(procs: Procs, port: int) -> Proc:
     return p
 
 
-def start_stack(tmp: Path, procs: Procs, db: Database, cache_dir: Path, workers: int) -> Stack:
+def start_stack(tmp: Path, procs: Procs, db: ScratchDatabase, cache_dir: Path, workers: int) -> Stack:
     if shutil.which("redis-server") is None:
         raise RuntimeError("redis-server is not installed")
     from models.tiny import ensure_tiny
@@ -604,13 +582,6 @@ def result_objects(stack: Stack, job_id: str) -> list[str]:
     return sorted(p.name for p in d.iterdir() if not p.name.startswith(".")) if d.is_dir() else []
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
 
 @dataclass
 class Report:
@@ -810,16 +781,6 @@ def _terminate(signum: int, _: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-@contextlib.contextmanager
-def no_interrupts() -> Iterator[None]:
-    """Cleanup runs to the end: a second Ctrl-C must not leave a database or a process behind."""
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old[0])
-        signal.signal(signal.SIGTERM, old[1])
-
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -834,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="svdq-chaos-"))
     procs = Procs(tmp)
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    db = Database(admin)
+    db = ScratchDatabase(admin, PG_ADMIN_URL, "svdq_chaos")
     stack: Stack | None = None
     code = 2
     keep = args.keep_logs
@@ -876,7 +837,9 @@ def main(argv: list[str] | None = None) -> int:
             if stack is not None:
                 stack.engine.dispose()
             try:
-                db.drop()
+                if db.created:
+                    db.drop()
+                    log(f"dropped database {db.name}")
             except Exception as exc:  # noqa: BLE001 - report it, and keep cleaning up
                 log(f"could not drop database {db.name}: {exc}")
             admin.dispose()
