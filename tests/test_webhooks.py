@@ -126,6 +126,15 @@ def test_a_failing_endpoint_is_retried_with_the_same_webhook_id(sqlite_stack: St
     assert len(reqs) == 3
     assert len({r["headers"]["webhook-id"] for r in reqs}) == 1
     verify(secret_of(s), reqs[-1])
+    # the delivery log shows the one event, delivered on its third attempt, under that same id
+    deadline = time.monotonic() + 10
+    while True:
+        log = s.client.get(f"/v1/jobs/{job['id']}/webhooks", headers=s.headers).json()["items"]
+        if (log and log[0]["status"] == "delivered") or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [(d["event"], d["status"], d["attempts"]) for d in log] == [("job.succeeded", "delivered", 3)]
+    assert log[0]["id"] == reqs[0]["headers"]["webhook-id"] and log[0]["last_error"] is None
     receiver.server.shutdown()
 
 

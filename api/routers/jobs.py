@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -21,6 +22,7 @@ from api.services import (
     fetch_url,
     get_image,
     get_job,
+    iso,
     job_view,
     list_jobs,
     parse_spec,
@@ -32,7 +34,7 @@ from api.sse import job_event_stream
 from api.state import AppState
 from models.params import FieldError, JobSpec
 from models.states import JobStatus
-from models.tables import ApiKey
+from models.tables import ApiKey, WebhookDelivery
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -184,6 +186,17 @@ def events(job_id: str, request: Request, state: StateDep, session: SessionDep, 
     return StreamingResponse(job_event_stream(state.aredis, job_id, load_view, request.is_disconnected),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/{job_id}/webhooks")
+def job_webhooks(job_id: str, session: SessionDep, key: CurrentKey) -> dict[str, Any]:
+    """The job's webhook delivery log: each event with its stable id, attempts, status and last error."""
+    get_job(session=session, key=key, job_id=job_id)
+    rows = session.scalars(select(WebhookDelivery).where(WebhookDelivery.resource_id == job_id)
+                           .order_by(WebhookDelivery.created_at))
+    return {"items": [{"id": d.id, "event": d.event, "url": d.url, "status": d.status, "attempts": d.attempts,
+                       "last_error": d.last_error, "next_attempt_at": iso(d.next_attempt_at),
+                       "delivered_at": iso(d.delivered_at), "created_at": iso(d.created_at)} for d in rows]}
 
 
 @router.get("/{job_id}/video", response_class=Response)
