@@ -128,6 +128,16 @@ def webhook_errors(url: str | None, *, allow_private: bool, field: str = "webhoo
     return []
 
 
+def plan_postprocess(raw: dict[str, Any] | None, params: dict[str, Any]) -> tuple[dict[str, Any] | None,
+                                                                                 list[FieldError]]:
+    """The job's post-processing stages, checked against its resolved render size and fps."""
+    if not raw:
+        return None, []
+    spec, errors = validate_postprocess(raw, render_fps=params["fps"], width=params["width"], height=params["height"])
+    post = spec.model_dump(exclude_none=True) if spec is not None else None
+    return post, [FieldError(field=f, message=m) for f, m in errors]
+
+
 def plan_job(spec: JobSpec, *, allow_private_urls: bool = False) -> JobPlan:
     model = get_spec(spec.model)
     if model is None:
@@ -139,11 +149,9 @@ def plan_job(spec: JobSpec, *, allow_private_urls: bool = False) -> JobPlan:
     if not 0 <= spec.priority <= 9:
         errors.append(FieldError(field="priority", message=f"must be between 0 and 9, got {spec.priority}"))
     post = None
-    if spec.postprocess and not errors:
-        spec_pp, pp_errors = validate_postprocess(spec.postprocess, render_fps=params["fps"], width=params["width"],
-                                                  height=params["height"])
-        errors += [FieldError(field=f, message=m) for f, m in pp_errors]
-        post = spec_pp.model_dump(exclude_none=True) if spec_pp is not None else None
+    if not errors:
+        post, pp_errors = plan_postprocess(spec.postprocess, params)
+        errors += pp_errors
     errors += webhook_errors(spec.webhook_url, allow_private=allow_private_urls)
     if errors:
         raise invalid(errors)

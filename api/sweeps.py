@@ -22,6 +22,7 @@ from api.services import (
     iso,
     new_job,
     parse_body,
+    plan_postprocess,
     store_image,
     webhook_errors,
 )
@@ -33,7 +34,6 @@ from models.states import JobStatus, request_cancel
 from models.tables import ApiKey, Image, Job, Sweep, SweepGrid, utcnow
 from models.webhooks import job_ended
 from worker.celery_app import make_grid_enqueue
-from worker.postprocess import validate_postprocess
 
 MAX_VALUES_PER_AXIS = 50
 
@@ -106,11 +106,9 @@ def plan_cells(spec: SweepSpec, *, n_images: int, max_cells: int) -> tuple[dict[
             where = f"axes.{axis}[{spec.axes[axis].index(combo[axis])}]" if axis in combo else e.field
             errors.append(FieldError(field=where, message=e.message))
         post = None
-        if spec.postprocess and not cell_errors:
-            pp, pp_errors = validate_postprocess(spec.postprocess, render_fps=params["fps"], width=params["width"],
-                                                 height=params["height"])
-            errors += [FieldError(field=f, message=m) for f, m in pp_errors]
-            post = pp.model_dump(exclude_none=True) if pp is not None else None
+        if not cell_errors:
+            post, pp_errors = plan_postprocess(spec.postprocess, params)
+            errors += pp_errors
         cells.append((combo, JobPlan(model=model.name, params=params, output=output, priority=spec.priority,
                                      postprocess=post, reuse=spec.reuse)))
     if errors:
