@@ -126,6 +126,16 @@ class Client:
              timeout: float | None = None) -> dict[str, Any]:
         """Follows the job's event stream to its end; falls back to polling if the stream breaks."""
         deadline = time.monotonic() + timeout if timeout else None
+
+        def ended(job: dict[str, Any]) -> bool:
+            if on_progress:
+                on_progress(job)
+            if job["status"] in TERMINAL:
+                return True
+            if deadline and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} did not finish in time")
+            return False
+
         try:
             with self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=httpx.Timeout(30, read=60)) as r:
                 if r.status_code == 200:
@@ -133,23 +143,13 @@ class Client:
                         if not line.startswith("data: "):
                             continue
                         job: dict[str, Any] = json.loads(line[6:])
-                        if on_progress:
-                            on_progress(job)
-                        if job["status"] in TERMINAL:
+                        if ended(job):
                             return job
-                        if deadline and time.monotonic() > deadline:
-                            raise TimeoutError(f"job {job_id} did not finish in time")
         except httpx.TransportError:
             pass
-        while True:
-            job = self.get(job_id)
-            if on_progress:
-                on_progress(job)
-            if job["status"] in TERMINAL:
-                return job
-            if deadline and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} did not finish in time")
+        while not ended(job := self.get(job_id)):
             time.sleep(0.5)
+        return job
 
     def download(self, job: dict[str, Any] | str, path: str | Path) -> Path:
         job = self.get(job) if isinstance(job, str) else job

@@ -68,12 +68,22 @@ def _start_local_postgres() -> None:
         time.sleep(1)
 
 
-@contextmanager
-def postgres_database() -> Iterator[str]:
+def require_postgres() -> None:
+    """PostgreSQL answers (started here if installed but stopped), or the test skips locally / fails in CI."""
     if not _pg_reachable():
         _start_local_postgres()
         if not _pg_reachable():
             unavailable(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+
+
+def require_redis_server() -> None:
+    if shutil.which("redis-server") is None:
+        unavailable("redis-server is not installed")
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    require_postgres()
     name = f"svdq_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

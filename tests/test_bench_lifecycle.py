@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from tests.services import PG_ADMIN_URL, _pg_reachable, _start_local_postgres, unavailable
+from tests.services import PG_ADMIN_URL, require_postgres, require_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "ops" / "bench" / "lifecycle.py"
@@ -59,12 +58,8 @@ def bench_databases() -> set[str]:
 
 
 def test_quick_run_prints_every_metric_with_a_finite_number_and_cleans_up(tmp_path: Path) -> None:
-    if shutil.which("redis-server") is None:
-        unavailable("redis-server is not installed")
-    if not _pg_reachable():
-        _start_local_postgres()
-        if not _pg_reachable():
-            unavailable(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+    require_redis_server()
+    require_postgres()
     out = tmp_path / "lifecycle.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "SVDQ_BENCH_PG_ADMIN_URL": PG_ADMIN_URL}
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--cache-dir", str(tmp_path / "models"),

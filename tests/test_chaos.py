@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from tests.services import PG_ADMIN_URL, _pg_reachable, _start_local_postgres, unavailable
+from tests.services import PG_ADMIN_URL, require_postgres, require_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "ops" / "chaos" / "run.py"
@@ -36,12 +35,8 @@ def table(stdout: str) -> dict[str, list[str]]:
 
 
 def test_a_short_chaos_run_ends_every_job_exactly_once(tmp_path: Path, tiny_cache: Path) -> None:
-    if shutil.which("redis-server") is None:
-        unavailable("redis-server is not installed")
-    if not _pg_reachable():
-        _start_local_postgres()
-        if not _pg_reachable():
-            unavailable(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+    require_redis_server()
+    require_postgres()
     out = tmp_path / "chaos.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "SVDQ_CHAOS_PG_ADMIN_URL": PG_ADMIN_URL}
     proc = subprocess.run(
