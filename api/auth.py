@@ -28,9 +28,12 @@ def new_key_string() -> str:
     return "svdq_" + secrets.token_urlsafe(32)
 
 
-def store_key(session: Session, key: str, *, name: str, is_admin: bool = False) -> ApiKey:
+def store_key(session: Session, key: str, *, name: str, is_admin: bool = False,
+              limits: dict[str, int | None] | None = None) -> ApiKey:
+    """`limits` may set rate_limit_per_s, max_open_jobs and max_sweep_cells for this key alone."""
     row = ApiKey(id="key_" + secrets.token_hex(8), name=name, prefix=key_prefix(key),
-                 key_hash=hash_key(key), is_admin=is_admin, created_at=utcnow(), webhook_secret=new_secret())
+                 key_hash=hash_key(key), is_admin=is_admin, created_at=utcnow(), webhook_secret=new_secret(),
+                 **(limits or {}))
     session.add(row)
     session.commit()
     return row

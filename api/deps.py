@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import find_key
 from api.errors import ApiError
-from api.limits_redis import check_rate
+from api.limits_redis import check_rate, limits_for
 from api.state import AppState
 from models.tables import ApiKey
 
@@ -46,7 +46,7 @@ def get_api_key(request: Request, session: SessionDep) -> ApiKey:
                        "'svdq keys create --name NAME'.", headers={"WWW-Authenticate": "Bearer"})
     session.commit()  # hand the connection back to the pool while the request waits for its next step
     state: AppState = request.app.state.svdq
-    check_rate(state.redis, key, state.settings.rate_limit_per_s)
+    check_rate(state.redis, key, limits_for(key, state.settings).rate_limit_per_s)
     return key
 
 

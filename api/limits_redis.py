@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
@@ -12,10 +13,32 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError
 from api.state import AppState
 from models.events import queue_key
+from models.settings import Settings
 from models.states import JobStatus
 from models.tables import ApiKey, Job
 
 log = logging.getLogger("svdq.api")
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    rate_limit_per_s: int
+    max_open_jobs: int
+    max_sweep_cells: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"rate_limit_per_s": self.rate_limit_per_s, "max_open_jobs": self.max_open_jobs,
+                "max_sweep_cells": self.max_sweep_cells}
+
+
+def limits_for(key: ApiKey, settings: Settings) -> KeyLimits:
+    """The key's own limits where it has them, else the service-wide settings."""
+    def pick(own: int | None, default: int) -> int:
+        return default if own is None else own
+
+    return KeyLimits(rate_limit_per_s=pick(key.rate_limit_per_s, settings.rate_limit_per_s),
+                     max_open_jobs=pick(key.max_open_jobs, settings.max_open_jobs_per_key),
+                     max_sweep_cells=pick(key.max_sweep_cells, settings.max_sweep_cells))
 
 
 def check_rate(redis: Any, key: ApiKey, per_second: int) -> None:
@@ -49,7 +72,7 @@ def queue_depth(session: Session, redis: Any, model: str) -> int:
 
 def check_capacity(state: AppState, session: Session, *, key: ApiKey, model: str, new_jobs: int) -> None:
     """Refuse work the queues cannot take: the key's own jobs in flight (429), or the model's queue (503)."""
-    per_key, per_model = state.settings.max_open_jobs_per_key, state.settings.max_queue_depth
+    per_key, per_model = limits_for(key, state.settings).max_open_jobs, state.settings.max_queue_depth
     open_states = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
     # counted only up to the limit, over the (owner_id, status) index: cheap however deep the queue is
     capped = select(Job.id).where(Job.owner_id == key.id, Job.status.in_(open_states)).limit(per_key + 1)

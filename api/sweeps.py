@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
-from api.limits_redis import check_capacity
+from api.limits_redis import check_capacity, limits_for
 from api.services import (
     JobPlan,
     ViewDeps,
@@ -126,7 +126,8 @@ def create_sweep(*, state: AppState, session: Session, key: ApiKey, spec: SweepS
     errors = webhook_errors(spec.webhook_url, allow_private=state.settings.allow_private_urls)
     if errors:
         raise invalid(errors, "The sweep is invalid; nothing was created. See details.")
-    base, cells = plan_cells(spec, n_images=len(spec.images) + len(uploads), max_cells=state.settings.max_sweep_cells)
+    max_cells = limits_for(key, state.settings).max_sweep_cells
+    base, cells = plan_cells(spec, n_images=len(spec.images) + len(uploads), max_cells=max_cells)
     check_capacity(state, session, key=key, model=spec.model, new_jobs=(len(spec.images) + len(uploads)) * len(cells))
     images: list[Image] = []
     for item in spec.images:

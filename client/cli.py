@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Any
 
+from client.key_limits import add_limit_args, add_set_limits_command, describe, limits_from_args
+
 
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -34,7 +36,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     engine = create_db_engine(Settings().database_url)
     key = new_key_string()
     with create_session_factory(engine)() as session:
-        row = store_key(session, key, name=args.name, is_admin=args.admin)
+        row = store_key(session, key, name=args.name, is_admin=args.admin, limits=limits_from_args(args))
     print(key)
     print(f"(key {row.id} '{args.name}' created; it is shown only once)", file=sys.stderr)
     print(f"webhook signing secret: {row.webhook_secret}", file=sys.stderr)
@@ -52,7 +54,7 @@ def cmd_keys_list(_: argparse.Namespace) -> int:
     with create_session_factory(engine)() as session:
         for k in session.scalars(select(ApiKey).order_by(ApiKey.created_at)):
             state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
-            print(f"{k.id}  {k.prefix}…  {k.name}  {'admin ' if k.is_admin else ''}{state}")
+            print(f"{k.id}  {k.prefix}…  {k.name}  {'admin ' if k.is_admin else ''}{state}  {describe(k)}")
     return 0
 
 
@@ -220,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     kc = keys.add_parser("create", help="print a new API key (shown once)")
     kc.add_argument("--name", required=True)
     kc.add_argument("--admin", action="store_true")
+    add_limit_args(kc)
     kc.set_defaults(fn=cmd_keys_create)
+    add_set_limits_command(keys)
     keys.add_parser("list", help="list keys (never their secrets)").set_defaults(fn=cmd_keys_list)
     kr = keys.add_parser("revoke", help="revoke a key at once")
     kr.add_argument("key_id")

@@ -44,6 +44,10 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     webhook_secret: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    # per-key limits; None: the service-wide setting (SVDQ_RATE_LIMIT_PER_S, _MAX_OPEN_JOBS_PER_KEY, _MAX_SWEEP_CELLS)
+    rate_limit_per_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_open_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_sweep_cells: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Image(Base):

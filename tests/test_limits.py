@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -9,7 +12,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from models.migrate import upgrade
 from models.settings import Settings
-from tests.stack import API_KEY, sample_png
+from tests.stack import API_KEY, ROOT, sample_png
 
 H = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -51,3 +54,55 @@ def test_a_full_queue_is_503_and_too_many_open_jobs_is_429(tmp_path: Path, redis
         sweep = c.post("/v1/sweeps", headers=H, json={"model": "tiny", "images": [{"image_id": image["id"]}],
                                                       "axes": {"fps": [6, 7]}})
         assert sweep.status_code == 429
+
+
+def _cli(db: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "client.cli", *argv], env={**os.environ, "SVDQ_DATABASE_URL": db},
+                          cwd=ROOT, capture_output=True, text=True)
+
+
+def test_a_keys_own_limits_override_the_service_wide_ones(tmp_path: Path, redis_url: str) -> None:
+    # Given a service that allows 500 cells per sweep and 50 requests/s, and a key created with tighter limits
+    with replica(tmp_path, redis_url) as c:
+        db = f"sqlite:///{tmp_path}/lim.db"
+        made = _cli(db, "keys", "create", "--name", "small", "--max-sweep-cells", "2", "--max-open-jobs", "1",
+                    "--rate-limit", "0")
+        assert made.returncode == 0, made.stderr
+        small = {"Authorization": f"Bearer {made.stdout.strip()}"}
+        assert c.get("/v1/keys/self", headers=small).json()["limits"] == {
+            "rate_limit_per_s": 0, "max_open_jobs": 1, "max_sweep_cells": 2}
+        assert c.get("/v1/keys/self", headers=H).json()["limits"]["max_sweep_cells"] == 500
+        image = c.post("/v1/images", headers=small, files={"image": ("a.png", sample_png())}).json()
+        sweep = {"model": "svd", "images": [{"image_id": image["id"]}], "axes": {"fps": [6, 7, 8]}}
+        # When the small key asks for 3 cells, Then it is refused with the field named and nothing is created
+        r = c.post("/v1/sweeps", headers=small, json=sweep)
+        assert r.status_code == 422, r.text
+        assert any(d["field"] == "axes" and "limit of 2" in d["message"] for d in r.json()["error"]["details"])
+        assert c.get("/v1/jobs", headers=small).json()["items"] == []
+        # and a second open job is over its limit of 1 (the bootstrap key's limit is untouched)
+        body = {"model": "svd", "image_id": image["id"]}
+        assert c.post("/v1/jobs", headers=small, json=body).status_code == 202
+        r = c.post("/v1/jobs", headers=small, json=body)
+        assert r.status_code == 429 and "limit is 1" in r.json()["error"]["message"]
+        # When the operator puts the cell limit back to the default, Then the same sweep is taken
+        key_id = c.get("/v1/keys/self", headers=small).json()["id"]
+        reset = _cli(db, "keys", "set-limits", key_id, "--max-sweep-cells", "default", "--max-open-jobs", "10")
+        assert reset.returncode == 0, reset.stderr
+        assert c.post("/v1/sweeps", headers=small, json=sweep).status_code == 202
+        assert "max_open_jobs=10" in _cli(db, "keys", "list").stdout
+        # bad values are refused by the command, naming what to give
+        bad = _cli(db, "keys", "set-limits", key_id, "--rate-limit", "-3")
+        assert bad.returncode == 2 and "negative" in bad.stderr
+        assert _cli(db, "keys", "set-limits", "key_nope", "--rate-limit", "1").returncode == 2
+
+
+def test_a_keys_own_rate_limit_is_enforced(tmp_path: Path, redis_url: str) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_url + "/6").flushdb()
+    with replica(tmp_path, redis_url, rate_limit_per_s=1000) as c:
+        made = _cli(f"sqlite:///{tmp_path}/lim.db", "keys", "create", "--name", "slow", "--rate-limit", "2")
+        slow = {"Authorization": f"Bearer {made.stdout.strip()}"}
+        codes = [c.get("/v1/jobs", headers=slow).status_code for _ in range(8)]
+        assert codes.count(429) >= 4, codes  # at most 2 per second (4 if the second ticked over)
+        assert all(c.get("/v1/jobs", headers=H).status_code == 200 for _ in range(8))

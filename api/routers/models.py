@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import CurrentKey, StateDep
+from api.limits_redis import limits_for
 from models.presence import ready_workers
 from models.registry import REGISTRY
 
@@ -13,10 +14,11 @@ keys_router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 
 @keys_router.get("/self")
-def key_self(key: CurrentKey) -> dict[str, Any]:
+def key_self(key: CurrentKey, state: StateDep) -> dict[str, Any]:
     """The calling key: its id, name and the secret that signs its webhooks."""
     return {"id": key.id, "name": key.name, "prefix": key.prefix, "admin": key.is_admin,
-            "webhook_secret": key.webhook_secret, "created_at": key.created_at.isoformat()}
+            "webhook_secret": key.webhook_secret, "created_at": key.created_at.isoformat(),
+            "limits": limits_for(key, state.settings).as_dict()}
 
 
 @router.get("")
