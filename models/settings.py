@@ -5,23 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "dev-key", "password", "test"}
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "dev-key", "password", "test", "postgres", "svdq",
+                       "minioadmin", "admin", "root", "redis"}
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SVDQ_", env_file=".env", extra="ignore")
+    # errors never echo the input: it holds secrets
+    model_config = SettingsConfigDict(env_prefix="SVDQ_", env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     env: Literal["dev", "prod"] = "dev"  # prod refuses placeholder secrets
-    database_url: str = "sqlite:///var/svdq.db"
-    redis_url: str | None = None
+    # repr=False: these may hold passwords, and settings objects end up in logs and tracebacks
+    database_url: str = Field(default="sqlite:///var/svdq.db", repr=False)
+    redis_url: str | None = Field(default=None, repr=False)
     storage_url: str = "file://var/results"
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     presign_expiry_s: int = 3600
-    bootstrap_api_key: str | None = None
+    bootstrap_api_key: str | None = Field(default=None, repr=False)
+    # read only to refuse a placeholder outside dev; boto3 reads the credentials itself
+    aws_secret_access_key: str | None = Field(default=None, validation_alias="AWS_SECRET_ACCESS_KEY", repr=False)
+    # user:password[,user2:password2]; required outside dev
+    flower_basic_auth: str | None = Field(default=None, repr=False)
 
     # weights sources: a hub id or a local directory (SVDQ_MODEL_<NAME>)
     model_svd: str = "stabilityai/stable-video-diffusion-img2vid"
@@ -29,8 +36,18 @@ class Settings(BaseSettings):
     model_svd_xt_1_1: str = "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
     model_tiny: str | None = None  # None: built once into cache_dir
     cache_dir: Path = Path("var/models")
+    # learned post-processing, local weights files; unset: the method "learned" is not offered (see GET /v1/models)
+    interpolate_weights: Path | None = None  # a RIFE v4.6 IFNet state dict (flownet.pkl)
+    upscale_weights: Path | None = None  # a Real-ESRGAN-family model spandrel loads (.pth / .safetensors)
 
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # GPU memory (worker/memory.py): auto picks full, low (forward chunking) or offload from free memory
+    memory_mode: Literal["auto", "full", "low", "offload"] = "auto"
+    gpu_memory_budget_gb: float = 24.0  # GiB the plan may use even on a larger card (0: all free memory)
+    channels_last: bool = True  # the UNet's and VAE's 2-D conv weights channels-last on CUDA
+    compile: bool = False  # torch.compile the UNet; compiled by a warm-up render at worker start
+    compile_mode: str = "default"  # torch.compile mode (inductor only)
+    compile_backend: str = "inductor"  # "eager": Dynamo without code generation (tests, debugging)
     max_upload_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
     # longer than any render may take: Celery redelivers unacked messages after it
@@ -53,6 +70,7 @@ class Settings(BaseSettings):
     reconcile_after_s: float = 10.0  # a queued job this old that Redis lacks is enqueued again
     db_retry_s: float = 300.0  # a finished render retries its status write this long through a DB outage
     shutdown_grace_s: float = 60.0  # on SIGTERM, the running render gets this long before it is handed back
+    worker_metrics_port: int = 9101  # the worker's Prometheus exporter (`svdq worker --metrics-port`); 0: off
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_outside_dev(self) -> Settings:
@@ -64,6 +82,48 @@ class Settings(BaseSettings):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _flower_credentials_are_real(self) -> Settings:
+        for entry in self.flower_basic_auth.split(",") if self.flower_basic_auth else []:
+            user, _, password = entry.partition(":")
+            if not user or not password:
+                raise ValueError("SVDQ_FLOWER_BASIC_AUTH must be user:password (several separated by commas)")
+            if self.env != "dev" and (password.lower() in PLACEHOLDER_SECRETS or len(password) < 12):
+                raise ValueError(
+                    f"SVDQ_FLOWER_BASIC_AUTH: the password of {user!r} is a placeholder or shorter than 12 "
+                    "characters; set a real one (or SVDQ_ENV=dev for local use)"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _no_placeholder_passwords_outside_dev(self) -> Settings:
+        if self.env == "dev":
+            return self
+        named = {"SVDQ_DATABASE_URL": url_password(self.database_url),
+                 "SVDQ_REDIS_URL": url_password(self.redis_url or ""),
+                 "AWS_SECRET_ACCESS_KEY": self.aws_secret_access_key}
+        for name, secret in named.items():
+            if secret is not None and (secret.lower() in PLACEHOLDER_SECRETS or len(secret) < 12):
+                raise ValueError(f"{name} holds a placeholder password or one shorter than 12 characters; "
+                                 "set a real secret (or SVDQ_ENV=dev for local use)")
+        return self
+
     def model_source(self, name: str) -> str | None:
         value: str | None = getattr(self, "model_" + name.replace("-", "_"))
         return value
+
+    def learned_stages(self) -> frozenset[str]:
+        """The post-processing stages that have learned weights configured (API and workers share these)."""
+        return frozenset(stage for stage, path in (("interpolate", self.interpolate_weights),
+                                                   ("upscale", self.upscale_weights)) if path is not None)
+
+
+def url_password(url: str) -> str | None:
+    """The password in a URL like postgresql://user:password@host/db, or None when it has none."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return unquote(password) if password is not None else None

@@ -29,6 +29,7 @@ def test_flower_refuses_to_start_without_credentials_outside_dev() -> None:
     env = {**os.environ, "SVDQ_ENV": "prod", "SVDQ_REDIS_URL": "redis://127.0.0.1:1/0",
            "SVDQ_BOOTSTRAP_API_KEY": "svdq_" + "k" * 40}
     env.pop("SVDQ_FLOWER_BASIC_AUTH", None)
+    env.pop("AWS_SECRET_ACCESS_KEY", None)  # the moto fixtures set a placeholder one
     r = subprocess.run([sys.executable, "-m", "client.cli", "flower"], env=env, cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "SVDQ_FLOWER_BASIC_AUTH" in r.stderr

@@ -94,11 +94,40 @@ def test_keys_create_prints_a_key_that_works(tmp_path: Path, redis_url: str) -> 
         assert c.get("/v1/jobs", headers={"Authorization": f"Bearer {key}x"}).status_code == 401
 
 
+@pytest.fixture
+def no_storage_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)  # the moto fixtures set a placeholder one
+
+
+@pytest.mark.usefixtures("no_storage_secret")
 def test_settings_refuse_placeholder_secrets_outside_dev() -> None:
     with pytest.raises(ValueError, match="placeholder"):
         Settings(_env_file=None, env="prod", bootstrap_api_key="changeme")
     Settings(_env_file=None, env="dev", bootstrap_api_key="changeme")
     Settings(_env_file=None, env="prod", bootstrap_api_key="svdq_" + "x" * 40)
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("database_url", "postgresql+psycopg://svdq:svdq@db/svdq", "SVDQ_DATABASE_URL"),
+    ("database_url", "postgresql+psycopg://svdq:short1@db/svdq", "SVDQ_DATABASE_URL"),
+    ("redis_url", "redis://:changeme@redis:6379/0", "SVDQ_REDIS_URL"),
+])
+@pytest.mark.usefixtures("no_storage_secret")
+def test_settings_refuse_placeholder_passwords_in_urls_outside_dev(field: str, value: str, named: str) -> None:
+    with pytest.raises(ValueError, match=named) as refused:
+        Settings(_env_file=None, env="prod", **{field: value})  # type: ignore[arg-type]
+    # the refusal names the setting but never echoes the secret
+    assert value.split("@")[0].split(":")[-1] not in str(refused.value)
+    Settings(_env_file=None, env="dev", **{field: value})  # type: ignore[arg-type]
+
+
+def test_settings_refuse_a_placeholder_storage_secret_outside_dev(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "minioadmin")
+    with pytest.raises(ValueError, match="AWS_SECRET_ACCESS_KEY"):
+        Settings(_env_file=None, env="prod")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "k3Jd9sLq0pWm2xVb7nRt")
+    good = Settings(_env_file=None, env="prod", database_url="postgresql+psycopg://svdq:k3Jd9sLq0pWm2xVb@db/svdq")
+    assert "k3Jd9sLq0pWm2xVb" not in repr(good)  # the settings' repr hides every secret
 
 
 def test_200_concurrent_status_polls_are_all_answered_without_a_5xx(pg_s3_stack: Stack) -> None:
