@@ -38,7 +38,7 @@ def same(a: np.ndarray, b: np.ndarray, *, tolerance: int) -> bool:
 
 
 def errors_for(raw: dict[str, Any], **kw: int) -> list[tuple[str, str]]:
-    args = {"render_fps": 7, "width": 1024, "height": 576, **kw}
+    args: dict[str, Any] = {"render_fps": 7, "width": 1024, "height": 576, **kw}
     spec, errors = validate_postprocess(raw, **args)
     assert spec is None
     return errors
@@ -184,8 +184,9 @@ def test_unknown_methods_are_errors() -> None:
     raw = {"interpolate": {"fps": 24, "method": "rife"}, "upscale": {"factor": 2, "method": "esrgan"}}
     # When validated
     # Then both method fields are flagged with the allowed values
-    assert dict(errors_for(raw)) == {"postprocess.interpolate.method": "must be 'blend' or 'motion', got 'rife'",
-                                     "postprocess.upscale.method": "must be 'lanczos', got 'esrgan'"}
+    assert dict(errors_for(raw)) == {
+        "postprocess.interpolate.method": "must be 'blend', 'motion' or 'learned', got 'rife'",
+        "postprocess.upscale.method": "must be 'lanczos' or 'learned', got 'esrgan'"}
 
 
 def test_unknown_fields_are_errors_at_every_level() -> None:

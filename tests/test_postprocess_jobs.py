@@ -40,7 +40,7 @@ def test_a_2x_lanczos_upscale_doubles_width_and_height(sqlite_stack: Stack, tmp_
     ({"interpolate": {"fps": 500, "method": "blend"}}, "postprocess.interpolate.fps"),
     ({"interpolate": {"fps": 24, "method": "warp"}}, "postprocess.interpolate.method"),
     ({"upscale": {"factor": 3, "method": "lanczos"}}, "postprocess.upscale.factor"),
-    ({"upscale": {"factor": 2, "method": "learned"}}, "postprocess.upscale.method"),
+    ({"upscale": {"factor": 2, "method": "learned"}}, "postprocess.upscale.method"),  # no weights configured
     ({"sharpen": {}}, "postprocess.sharpen"),
 ])
 def test_bad_postprocess_values_are_422_with_field_details(sqlite_stack: Stack, post: dict[str, Any],

@@ -1,7 +1,10 @@
 """Post-processing of rendered frames, after denoising and before encoding: frame interpolation to a higher
 fps ("blend": linear cross-fade, "motion": ffmpeg's motion-compensated minterpolate) and lanczos upscaling.
+The "learned" methods (RIFE interpolation, Real-ESRGAN-family upscaling) live in worker/learned.py; they need
+weights, so a job may ask for them only where SVDQ_INTERPOLATE_WEIGHTS / SVDQ_UPSCALE_WEIGHTS are set. This
+module never imports torch: the API imports it to validate jobs.
 
-Frames are always (T, H, W, 3) uint8. The job field looks like
+Frames are always (T, H, W, 3) uint8. The job field (worker/postprocess_spec.py) looks like
 ``{"interpolate": {"fps": 24, "method": "blend"}, "upscale": {"factor": 2, "method": "lanczos"}}``;
 `validate_postprocess` checks it at submit time and `run_postprocess` applies it in the worker.
 
@@ -18,18 +21,30 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import imageio_ffmpeg
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, ValidationError
+
+# the job field lives in its own module; these names stay importable from here
+from worker.postprocess_spec import DEFAULT_MAX_FPS as DEFAULT_MAX_FPS
+from worker.postprocess_spec import DEFAULT_MAX_PIXELS as DEFAULT_MAX_PIXELS
+from worker.postprocess_spec import WEIGHT_FREE_METHODS as WEIGHT_FREE_METHODS
+from worker.postprocess_spec import InterpolateSpec as InterpolateSpec
+from worker.postprocess_spec import PostprocessSpec as PostprocessSpec
+from worker.postprocess_spec import UpscaleSpec as UpscaleSpec
+from worker.postprocess_spec import postprocess_methods as postprocess_methods
+from worker.postprocess_spec import unavailable_message
+from worker.postprocess_spec import union_methods as union_methods
+from worker.postprocess_spec import validate_postprocess as validate_postprocess
+
+if TYPE_CHECKING:
+    from worker.learned import LearnedModels
 
 StageCallback = Callable[[str, int, int], None]
 StopCheck = Callable[[], bool]
 
-DEFAULT_MAX_FPS = 60
-DEFAULT_MAX_PIXELS = 4096 * 2304
 # minterpolate only emits frames up to the second-to-last input frame's timestamp; feeding this many extra
 # copies of the last frame lets it cover the whole clip (the surplus is trimmed off).
 _MOTION_TAIL = 2
@@ -44,78 +59,8 @@ class PostprocessCanceled(Exception):
     """`should_stop()` returned True while a stage was running."""
 
 
-# job field --------------------------------------------------------------------------------------------
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class InterpolateSpec(_Strict):
-    fps: int
-    method: Literal["blend", "motion"]
-
-
-class UpscaleSpec(_Strict):
-    factor: Literal[2, 4]
-    method: Literal["lanczos"]
-
-
-class PostprocessSpec(_Strict):
-    interpolate: InterpolateSpec | None = None
-    upscale: UpscaleSpec | None = None
-
-    @property
-    def empty(self) -> bool:
-        return self.interpolate is None and self.upscale is None
-
-
-def _message(err: Any) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown field; remove it"
-    if kind == "missing":
-        return "is required"
-    if kind == "literal_error":
-        return f"must be {err['ctx']['expected']}, got {err['input']!r}"
-    if kind == "int_type":
-        return f"must be an integer, got {err['input']!r}"
-    if kind == "model_type":
-        return f"must be an object, got {err['input']!r}"
-    return str(err["msg"])
-
-
-def validate_postprocess(raw: dict[str, Any], *, render_fps: int, width: int, height: int,
-                         max_fps: int = DEFAULT_MAX_FPS,
-                         max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[PostprocessSpec | None, list[tuple[str, str]]]:
-    """Check a job's `postprocess` field against the render it follows.
-
-    Returns (spec, errors); errors are (field path, message) pairs such as
-    ("postprocess.interpolate.fps", "must be above the render fps (7), got 7"). spec is None when there are
-    errors or when the field asks for nothing (``{}`` or all stages null)."""
-    if not isinstance(raw, dict):
-        return None, [("postprocess", f"must be an object with 'interpolate' and/or 'upscale', got {raw!r}")]
-    try:
-        spec = PostprocessSpec.model_validate(raw)
-    except ValidationError as exc:
-        return None, [(".".join(str(p) for p in ("postprocess", *e["loc"])), _message(e)) for e in exc.errors()]
-    errors: list[tuple[str, str]] = []
-    if spec.interpolate is not None:
-        fps = spec.interpolate.fps
-        if fps <= render_fps:
-            errors.append(("postprocess.interpolate.fps",
-                           f"must be above the render fps ({render_fps}) to interpolate, got {fps}"))
-        elif fps > max_fps:
-            errors.append(("postprocess.interpolate.fps", f"must be at most {max_fps}, got {fps}"))
-    if spec.upscale is not None:
-        f = spec.upscale.factor
-        w, h = width * f, height * f
-        if w * h > max_pixels:
-            errors.append(("postprocess.upscale.factor",
-                           f"{f}x of {width}x{height} gives {w}x{h} = {w * h} pixels, over the limit of "
-                           f"{max_pixels}; use a smaller factor or a smaller render size"))
-    if errors:
-        return None, errors
-    return (None if spec.empty else spec), []
+class PostprocessUnavailable(PostprocessError):
+    """The job asks for a learned method whose weights this worker does not have."""
 
 
 # helpers ----------------------------------------------------------------------------------------------
@@ -286,44 +231,61 @@ def upscale_lanczos(frames: np.ndarray, factor: int, *, should_stop: StopCheck |
 # pipeline ---------------------------------------------------------------------------------------------
 
 def run_postprocess(frames: np.ndarray, fps: int, spec: PostprocessSpec | None, *,
-                    on_stage: StageCallback | None = None,
-                    should_stop: StopCheck | None = None) -> tuple[np.ndarray, int, list[dict[str, Any]]]:
+                    on_stage: StageCallback | None = None, should_stop: StopCheck | None = None,
+                    learned: LearnedModels | None = None) -> tuple[np.ndarray, int, list[dict[str, Any]]]:
     """Apply the spec's stages in order (interpolate, then upscale) and return (frames, fps, records).
 
     Before each stage, ``on_stage(name, index, total)`` is called with index = stages already done (0-based,
-    so it can feed a progress "step of total" directly). should_stop is checked before every frame inside
-    the stages; when it returns True, PostprocessCanceled is raised. Each record describes one stage, e.g.
+    so it can feed a progress "step of total" directly). should_stop is checked before every frame (every
+    chunk for the learned methods) inside the stages; when it returns True, PostprocessCanceled is raised.
+    A "learned" method runs the model in `learned`; if that stage has none, PostprocessUnavailable is raised
+    before any stage runs. Each record describes one stage, e.g.
     {"stage": "interpolate", "method": "blend", "from_fps": 7, "to_fps": 21, "frames": 18, "seconds": 0.01}
     or {"stage": "upscale", "method": "lanczos", "factor": 2, "from_size": [64, 32], "to_size": [128, 64],
-    "frames": 18, "seconds": 0.02}."""
+    "frames": 18, "seconds": 0.02}; learned stages add the model's record (architecture, weights file and
+    sha256 prefix, device, chunk)."""
     _check_frames(frames)
     records: list[dict[str, Any]] = []
     if spec is None:
         return frames, fps, records
-    stages: list[str] = []
-    if spec.interpolate is not None:
-        stages.append("interpolate")
-    if spec.upscale is not None:
-        stages.append("upscale")
+    stages = [name for name, part in (("interpolate", spec.interpolate), ("upscale", spec.upscale)) if part]
+    have = learned.stages() if learned is not None else frozenset()
+    for name, part in (("interpolate", spec.interpolate), ("upscale", spec.upscale)):
+        if part is not None and part.method == "learned" and name not in have:
+            raise PostprocessUnavailable(f"this worker has no learned {name} model: "
+                                         f"{unavailable_message(name)}")
     for index, stage in enumerate(stages):
         if on_stage is not None:
             on_stage(stage, index, len(stages))
         _check_stop(should_stop)
         start = time.monotonic()
+        extra: dict[str, Any] = {}
         if stage == "interpolate":
             assert spec.interpolate is not None
             method, to_fps = spec.interpolate.method, spec.interpolate.fps
-            fn = interpolate_motion if method == "motion" else interpolate_blend
+            if method == "learned":
+                assert learned is not None and learned.interpolator is not None
+                fn: Callable[..., np.ndarray] = learned.interpolator
+            else:
+                fn = interpolate_motion if method == "motion" else interpolate_blend
             frames = fn(frames, fps, to_fps, should_stop=should_stop)
+            if method == "learned":
+                extra = learned.interpolator.record()  # type: ignore[union-attr]
             record: dict[str, Any] = {"stage": stage, "method": method, "from_fps": fps, "to_fps": to_fps}
             fps = to_fps
         else:
             assert spec.upscale is not None
             _t, h, w, _ = frames.shape
             factor = spec.upscale.factor
-            frames = upscale_lanczos(frames, factor, should_stop=should_stop)
+            if spec.upscale.method == "learned":
+                assert learned is not None and learned.upscaler is not None
+                frames = learned.upscaler(frames, factor, should_stop=should_stop)
+                extra = learned.upscaler.record()
+            else:
+                frames = upscale_lanczos(frames, factor, should_stop=should_stop)
             record = {"stage": stage, "method": spec.upscale.method, "factor": factor,
                       "from_size": [w, h], "to_size": [w * factor, h * factor]}
+        record.update(extra)
         record["frames"] = int(frames.shape[0])
         record["seconds"] = round(time.monotonic() - start, 3)
         records.append(record)
