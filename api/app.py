@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from api.auth import ensure_key
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit, ConcurrencyLimit
+from api.metrics import install_metrics
 from api.routers import images, jobs, models, service, sweeps, ui
 from api.state import AppState
 from models.db import create_db_engine, create_session_factory
@@ -54,4 +55,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for r in (service.router, images.router, jobs.router, sweeps.router, models.router, models.keys_router,
               ui.router):
         app.include_router(r)
+    install_metrics(app, state)
     return app

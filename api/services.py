@@ -128,17 +128,19 @@ def webhook_errors(url: str | None, *, allow_private: bool, field: str = "webhoo
     return []
 
 
-def plan_postprocess(raw: dict[str, Any] | None, params: dict[str, Any]) -> tuple[dict[str, Any] | None,
-                                                                                 list[FieldError]]:
-    """The job's post-processing stages, checked against its resolved render size and fps."""
+def plan_postprocess(raw: dict[str, Any] | None, params: dict[str, Any], *,
+                     learned: frozenset[str] | None = None) -> tuple[dict[str, Any] | None, list[FieldError]]:
+    """The job's post-processing stages, checked against its resolved render size and fps and, when given,
+    the stages with learned weights configured (Settings.learned_stages: API and workers share settings)."""
     if not raw:
         return None, []
-    spec, errors = validate_postprocess(raw, render_fps=params["fps"], width=params["width"], height=params["height"])
+    spec, errors = validate_postprocess(raw, render_fps=params["fps"], width=params["width"], height=params["height"],
+                                        learned=learned)
     post = spec.model_dump(exclude_none=True) if spec is not None else None
     return post, [FieldError(field=f, message=m) for f, m in errors]
 
 
-def plan_job(spec: JobSpec, *, allow_private_urls: bool = False) -> JobPlan:
+def plan_job(spec: JobSpec, *, allow_private_urls: bool = False, learned: frozenset[str] | None = None) -> JobPlan:
     model = get_spec(spec.model)
     if model is None:
         raise invalid([FieldError(field="model", message=f"unknown model {spec.model!r}; "
@@ -150,7 +152,7 @@ def plan_job(spec: JobSpec, *, allow_private_urls: bool = False) -> JobPlan:
         errors.append(FieldError(field="priority", message=f"must be between 0 and 9, got {spec.priority}"))
     post = None
     if not errors:
-        post, pp_errors = plan_postprocess(spec.postprocess, params)
+        post, pp_errors = plan_postprocess(spec.postprocess, params, learned=learned)
         errors += pp_errors
     errors += webhook_errors(spec.webhook_url, allow_private=allow_private_urls)
     if errors:

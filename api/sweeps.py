@@ -67,7 +67,8 @@ def parse_sweep(raw: Any) -> SweepSpec:
 Cells = list[tuple[dict[str, Any], JobPlan]]
 
 
-def plan_cells(spec: SweepSpec, *, n_images: int, max_cells: int) -> tuple[dict[str, Any], Cells]:
+def plan_cells(spec: SweepSpec, *, n_images: int, max_cells: int,
+               learned: frozenset[str] | None = None) -> tuple[dict[str, Any], Cells]:
     """The base params (seed fixed once for every cell) and one plan per combination of the axes. Every
     cell is checked before anything is stored; each bad value is named by its axis and index."""
     model = get_spec(spec.model)
@@ -107,7 +108,7 @@ def plan_cells(spec: SweepSpec, *, n_images: int, max_cells: int) -> tuple[dict[
             errors.append(FieldError(field=where, message=e.message))
         post = None
         if not cell_errors:
-            post, pp_errors = plan_postprocess(spec.postprocess, params)
+            post, pp_errors = plan_postprocess(spec.postprocess, params, learned=learned)
             errors += pp_errors
         cells.append((combo, JobPlan(model=model.name, params=params, output=output, priority=spec.priority,
                                      postprocess=post, reuse=spec.reuse)))
@@ -127,7 +128,8 @@ def create_sweep(*, state: AppState, session: Session, key: ApiKey, spec: SweepS
     if errors:
         raise invalid(errors, "The sweep is invalid; nothing was created. See details.")
     max_cells = limits_for(key, state.settings).max_sweep_cells
-    base, cells = plan_cells(spec, n_images=len(spec.images) + len(uploads), max_cells=max_cells)
+    base, cells = plan_cells(spec, n_images=len(spec.images) + len(uploads), max_cells=max_cells,
+                             learned=state.settings.learned_stages())
     check_capacity(state, session, key=key, model=spec.model, new_jobs=(len(spec.images) + len(uploads)) * len(cells))
     images: list[Image] = []
     for item in spec.images:

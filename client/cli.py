@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from typing import Any
@@ -15,7 +15,9 @@ from client.key_limits import add_limit_args, add_set_limits_command, describe, 
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from models.logs import setup_logging
+
+    setup_logging()  # JSON lines; SVDQ_LOG_FORMAT=text for the plain format
 
 
 def cmd_db_upgrade(_: argparse.Namespace) -> int:
@@ -82,7 +84,9 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info", access_log=False)
+    _setup_logging()
+    # log_config=None: uvicorn's loggers go through the root handler, so they are JSON lines too
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info", access_log=False, log_config=None)
     return 0
 
 
@@ -91,13 +95,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
         # before anything imports torch, so this process sees one GPU only
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
     _setup_logging()
+    from models.logs import adopt_library_logs, log_format
+
+    adopt_library_logs()
     import redis
     from celery.signals import worker_shutting_down
 
     from models.maintenance import Maintenance
     from models.presence import Heartbeat
     from models.settings import Settings
-    from worker.celery_app import create_celery, make_enqueue, make_grid_enqueue, queue_name
+    from worker.celery_app import create_celery, make_enqueue, make_grid_enqueue, queue_name, worker_name
     from worker.context import WorkerContext
 
     settings = Settings()
@@ -105,10 +112,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print("svdq worker: set SVDQ_REDIS_URL (svdq dev sets it for you)", file=sys.stderr)
         return 2
     ctx = WorkerContext.create(settings, args.model, gpu=None if args.gpu is None else str(args.gpu))
+    # one name for Flower's worker list, the heartbeat and job rows, so an operator can match them up
+    ctx.name = worker_name(args.model, ctx.holder.device, None if args.gpu is None else str(args.gpu),
+                           os.getpid(), socket.gethostname())
     ctx.start()
+    from worker.metrics import start_exporter
+
+    start_exporter(ctx, settings.worker_metrics_port if args.metrics_port is None else args.metrics_port)
     beat = Heartbeat(redis.Redis.from_url(settings.redis_url), args.model, ctx.name,
-                     {"device": ctx.holder.device, "pipeline_instance": ctx.holder.instance_id,
-                      "revision": ctx.holder.revision})
+                     {**ctx.holder.presence(), "pipeline_instance": ctx.holder.instance_id,
+                      "revision": ctx.holder.revision, "postprocess": ctx.postprocess_methods()})
     beat.start()
     app = create_celery(settings, context=ctx)
     # the reaper and reconciler send from their own thread, so they get their own app (and connections)
@@ -132,8 +145,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     worker_shutting_down.connect(on_shutdown, weak=False)
     try:
-        app.worker_main(["worker", "--pool=solo", "--concurrency=1", "-Q", queue_name(args.model),
-                         "-n", ctx.name, "--loglevel=INFO", "--without-mingle", "--without-gossip", "-E"])
+        # --quiet (a celery option, before the subcommand): no banner amid JSON lines
+        app.worker_main([*(["--quiet"] if log_format() == "json" else []), "worker", "--pool=solo",
+                         "--concurrency=1", "-Q", queue_name(args.model), "-n", ctx.name, "--loglevel=INFO",
+                         "--without-mingle", "--without-gossip", "-E"])
     finally:
         sender.stop()
         upkeep.stop()
@@ -142,17 +157,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_flower(args: argparse.Namespace) -> int:
-    from models.settings import Settings
+    from pydantic import ValidationError
 
-    settings = Settings()
-    if not settings.redis_url:
-        print("svdq flower: set SVDQ_REDIS_URL", file=sys.stderr)
+    from models.settings import Settings
+    from worker.celery_app import create_celery
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        # the messages only: pydantic's own text quotes the input, secrets included
+        for err in exc.errors(include_input=False):
+            print(f"svdq flower: {err['msg'].removeprefix('Value error, ')}", file=sys.stderr)
         return 2
-    cmd = [sys.executable, "-m", "celery", "-b", settings.redis_url, "flower",
-           f"--port={args.port}", f"--address={args.host}"]
-    auth = os.environ.get("SVDQ_FLOWER_BASIC_AUTH")
-    if auth:
-        cmd.append(f"--basic-auth={auth}")
+    if not settings.redis_url:
+        print("svdq flower: set SVDQ_REDIS_URL to the workers' broker", file=sys.stderr)
+        return 2
+    if settings.flower_basic_auth:
+        # through the environment, not argv: `ps` shows a process's arguments to every user
+        os.environ["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth
     elif settings.env != "dev":
         print("svdq flower: set SVDQ_FLOWER_BASIC_AUTH=user:password (required outside SVDQ_ENV=dev)",
               file=sys.stderr)
@@ -160,8 +182,9 @@ def cmd_flower(args: argparse.Namespace) -> int:
     else:
         # dev: Flower's HTTP API open on this machine's loopback only, so local tools can read it
         os.environ.setdefault("FLOWER_UNAUTHENTICATED_API", "true")
-    os.execv(sys.executable, cmd)  # noqa: S606 - Flower replaces this process
-    return 0  # not reached
+    # the svdq app rather than `celery -b URL`: the workers' transport options, no broker password on argv
+    rc = create_celery(settings).start(["flower", f"--port={args.port}", f"--address={args.host}"])
+    return int(rc or 0)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -190,6 +213,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         upgrade(settings.database_url)
         if not settings.bootstrap_api_key:
             env["SVDQ_BOOTSTRAP_API_KEY"] = "svdq_dev_" + secrets.token_urlsafe(16)
+        env.setdefault("SVDQ_LOG_FORMAT", "text")  # a person reads these; api/worker default to JSON
         me = [sys.executable, "-m", "client.cli"]
         flower_port = args.flower_port or free_port()
         sup.start("api", [*me, "api", "--port", str(args.port), "--host", args.host], env)
@@ -211,8 +235,35 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print("svdq dev: stopped", flush=True)
 
 
+def cmd_workers(args: argparse.Namespace) -> int:
+    _setup_logging()
+    from client.supervisor import GpuSpecError, GpuSupervisor, list_gpus, parse_gpus, worker_command
+    from models.settings import Settings
+
+    try:
+        gpus = parse_gpus(args.gpus, list_gpus())
+    except GpuSpecError as exc:
+        print(f"svdq workers: {exc}", file=sys.stderr)
+        return 2
+    settings = Settings()
+    stop = False
+
+    def _on_signal(signum: int, _: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    sup = GpuSupervisor(gpus, lambda gpu: worker_command(args.model, gpu), dict(os.environ),
+                        grace_s=settings.shutdown_grace_s + 15, metrics_port_base=settings.worker_metrics_port)
+    return sup.run(lambda: stop)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="svdq", description="Stable Video Diffusion as a job service.")
+    from client.commands import EXIT_CODES_HELP
+
+    p = argparse.ArgumentParser(prog="svdq", description="Stable Video Diffusion as a job service.",
+                                epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     db = sub.add_parser("db", help="database migrations").add_subparsers(dest="db_command", required=True)
@@ -238,7 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run one render worker (one per GPU)")
     w.add_argument("--model", default="tiny")
     w.add_argument("--gpu", default=None, help="GPU index; sets CUDA_VISIBLE_DEVICES for this process")
+    w.add_argument("--metrics-port", type=int, default=None,
+                   help="Prometheus exporter port (default SVDQ_WORKER_METRICS_PORT, 9101; 0 turns it off)")
     w.set_defaults(fn=cmd_worker)
+
+    ws = sub.add_parser("workers", help="one worker per GPU, restarted when it crashes")
+    ws.add_argument("--gpus", default="all", help="all (every visible GPU) or indices, e.g. 0,1")
+    ws.add_argument("--model", default="tiny")
+    ws.set_defaults(fn=cmd_workers)
 
     f = sub.add_parser("flower", help="run Flower on the same broker")
     f.add_argument("--host", default="127.0.0.1")

@@ -45,11 +45,22 @@ def redis_server_cmd(port: int) -> list[str]:
 class Supervisor:
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
-    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None, *,
+              tied: bool = False) -> subprocess.Popen[bytes]:
+        """tied: the child gets SIGTERM when this process dies, even by SIGKILL (see die_with_parent)."""
         # own process group, so a Ctrl-C in the terminal reaches us first and we stop children in order
-        proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True,
+                                preexec_fn=die_with_parent if tied else None)
         self.procs.append((name, proc))
         return proc
+
+    def restart(self, name: str, cmd: list[str], env: dict[str, str] | None = None, *,
+                tied: bool = False) -> subprocess.Popen[bytes]:
+        """Start `name` again in place of its exited process (which is reaped and forgotten)."""
+        for entry in [e for e in self.procs if e[0] == name]:
+            entry[1].wait()
+            self.procs.remove(entry)
+        return self.start(name, cmd, env, tied=tied)
 
     def first_exited(self) -> tuple[str, int] | None:
         for name, proc in self.procs:

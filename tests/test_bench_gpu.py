@@ -106,6 +106,7 @@ def test_a_tiny_cpu_run_prints_every_row_with_finite_numbers(tmp_path: Path,
     assert "classic attn" in by_name["sdpa-off"]["options"]
     assert "fwd chunking" in by_name["fwd-chunking"]["options"]
     assert "channels_last" in by_name["channels-last"]["options"]
+    assert by_name["worker-default"]["note"] == "plan cpu"  # worker/memory.py's plan: nothing to plan on a CPU
     assert "floor" in stdout and "warm-up render" in stdout
 
     record = json.loads(out.read_text())
@@ -116,3 +117,30 @@ def test_a_tiny_cpu_run_prints_every_row_with_finite_numbers(tmp_path: Path,
         assert row["seconds"] > row["decode_s"]  # the decode is the tail of the call
         assert math.isfinite(row["tflops"]) and math.isfinite(row["x_floor"])
         assert row["peak_gib"] is None and row["warmup_s"] is None
+
+
+def test_each_row_switches_its_options_on_and_the_next_row_switches_them_off() -> None:
+    # the table's "options" column is the row's spec; this checks the pipeline really is set up that way
+    config = gpu.model_config("svd", "tiny")
+    pipe = gpu.build_pipeline(config, torch.float32, "cpu")
+    bench = gpu.Bench(config, pipe, torch.device("cpu"), torch.float32, gpu.test_image(64, 64), 2, 64, 64, 1, 1.0, 1.0)
+    conv = next(p for p in bench.unet.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1)
+
+    def state() -> tuple[set[str], bool, set[object]]:
+        processors = {type(p).__name__ for m in (pipe.unet, pipe.vae) for p in m.attn_processors.values()}
+        channels_last = conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+        chunks = {getattr(m, "_chunk_size", None) for m in bench.unet.modules() if hasattr(m, "_chunk_size")}
+        return processors, channels_last, chunks
+
+    seen = set()
+    for spec in (*gpu.ROWS, gpu.ROWS[1]):  # ending on baseline: everything off again
+        notes = gpu.apply(bench, spec)
+        processors, channels_last, chunks = state()
+        assert processors == ({"AttnProcessor2_0"} if spec.sdpa else {"AttnProcessor"}), spec.name
+        assert channels_last == spec.channels_last, spec.name
+        assert chunks == ({1} if spec.forward_chunking else {None}), spec.name
+        assert pipe.unet is bench.unet  # compile and offload are CUDA only: skipped, and said so
+        assert ("compile skipped: CUDA only" in notes) == spec.compile
+        assert ("cpu offload skipped: CUDA only" in notes) == spec.offload
+        seen.add((spec.sdpa, spec.channels_last, spec.forward_chunking))
+    assert len(seen) == 4  # on and off for each option, not one state throughout

@@ -263,3 +263,48 @@ def test_a_finished_render_keeps_its_result_through_a_database_outage(ctx: Worke
     assert run_render(ctx, job_id) == "succeeded"
     assert len(calls) == 3 and len(renders) == 1  # the status write was retried; the render was not
     assert load(ctx, job_id).status == "succeeded"
+
+
+def test_a_claim_during_a_short_database_outage_waits_and_renders_once(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy.exc import OperationalError
+
+    import worker.render as render_mod
+
+    real_claim, calls = render_mod.claim_job, []
+
+    def flaky_claim(*a, **kw):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) <= 2:
+            raise OperationalError("UPDATE jobs", {}, Exception("connection refused"))
+        return real_claim(*a, **kw)
+
+    monkeypatch.setattr(render_mod, "claim_job", flaky_claim)
+    monkeypatch.setattr("worker.render.time.sleep", lambda s: None)
+    job_id = make_job(ctx)
+    assert run_render(ctx, job_id) == "succeeded" and len(calls) == 3
+
+
+def test_a_claim_through_a_long_database_outage_puts_the_message_back(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Given a database that stays away longer than db_retry_s
+    from celery import Celery
+    from celery.exceptions import Reject
+    from sqlalchemy.exc import OperationalError
+
+    import worker.render as render_mod
+    from worker.celery_app import RENDER_TASK
+    from worker.tasks import register_tasks
+
+    def down(*a, **kw):  # type: ignore[no-untyped-def]
+        raise OperationalError("UPDATE jobs", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(render_mod, "claim_job", down)
+    monkeypatch.setattr(ctx.settings, "db_retry_s", 0.0)
+    monkeypatch.setattr("worker.render.time.sleep", lambda s: None)
+    job_id = make_job(ctx)
+    app = Celery("t", broker="memory://")
+    register_tasks(app, ctx)
+    # When the render task gets the message, Then it rejects it back onto the queue instead of acknowledging it
+    with pytest.raises(Reject) as rejected:
+        app.tasks[RENDER_TASK].run(job_id)
+    assert rejected.value.requeue is True
+    assert load(ctx, job_id).status == "queued"  # and the job is untouched, ready for the redelivery

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
+from celery.signals import before_task_publish
 
 from models.settings import Settings
 
@@ -14,10 +15,11 @@ if TYPE_CHECKING:
 
 RENDER_TASK = "svdq.render"
 GRID_TASK = "svdq.grid"
+QUEUE_PREFIX = "render."  # one queue per model
 
 
 def queue_name(model: str) -> str:
-    return f"render.{model}"
+    return QUEUE_PREFIX + model
 
 
 def broker_priority(priority: int) -> int:
@@ -42,6 +44,30 @@ def make_grid_enqueue(app: Celery) -> Callable[[str, str, str], None]:
         app.send_task(GRID_TASK, args=[sweep_id, image_id], queue=queue_name(model), priority=broker_priority(9))
 
     return enqueue_grid
+
+
+_LABELS: dict[str, Callable[[list[Any], str], str]] = {
+    RENDER_TASK: lambda args, model: f"job={args[0]} model={model}",
+    GRID_TASK: lambda args, model: f"sweep={args[0]} image={args[1]} model={model}",
+}
+
+
+@before_task_publish.connect(weak=False, dispatch_uid="svdq.flower_labels")  # type: ignore[untyped-decorator]
+def _label_for_flower(sender: str | None = None, body: Any = None, routing_key: str | None = None,
+                      headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Task events, and so Flower, show a message's argsrepr: name the job and model there, whichever
+    process sent it (API, reaper, reconciler), so Flower's search finds a job by its id."""
+    label = _LABELS.get(sender or "")
+    if label is None or headers is None or not routing_key or not isinstance(body, (tuple, list)):
+        return
+    headers["argsrepr"] = label(list(body[0]), routing_key.removeprefix(QUEUE_PREFIX))
+
+
+def worker_name(model: str, device: str, gpu: str | None, pid: int, host: str) -> str:
+    """The Celery node name Flower lists and job rows record: model, device, and the pid that tells two
+    workers on one host apart (tests and ops find a worker by its `w<pid>@`)."""
+    where = f"gpu{gpu}" if gpu is not None else device.replace(":", "")
+    return f"{model}-{where}-w{pid}@{host}"
 
 
 def create_celery(settings: Settings, *, context: WorkerContext | None = None) -> Celery:

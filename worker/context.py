@@ -7,6 +7,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import redis
 from sqlalchemy import Engine
@@ -19,6 +20,11 @@ from models.settings import Settings
 from models.storage import LocalStore, S3Store, open_store
 from models.tiny import ensure_tiny
 from worker.pipeline import PipelineHolder
+from worker.postprocess import postprocess_methods
+
+if TYPE_CHECKING:
+    from worker.learned import LearnedModels
+    from worker.metrics import WorkerMetrics
 
 log = logging.getLogger("svdq.worker")
 
@@ -39,6 +45,9 @@ class WorkerContext:
     jobs_done: int = field(default=0)
     # set when the worker is asked to stop (SIGTERM): the current render gets shutdown_grace_s more
     shutdown_requested_at: float | None = None
+    # the learned post-processing models, loaded at start where their weights are configured
+    learned: LearnedModels | None = None
+    metrics: WorkerMetrics | None = None  # set by worker.metrics.start_exporter when its port is on
 
     @property
     def time_limit_s(self) -> float:
@@ -57,7 +66,7 @@ class WorkerContext:
         return cls(
             settings=settings, spec=spec, name=name, engine=engine,
             sessions=create_session_factory(engine), store=open_store(settings),
-            holder=PipelineHolder(model=model, source=source, device=settings.device),
+            holder=PipelineHolder.from_settings(settings, model=model, source=source),
             signals=JobSignals(redis.Redis.from_url(settings.redis_url, socket_timeout=5)
                                if settings.redis_url else None),
         )
@@ -66,3 +75,15 @@ class WorkerContext:
         log.info("loading %s from %s on %s", self.spec.name, self.holder.source, self.holder.device)
         self.holder.load()
         log.info("pipeline ready in %.1fs", self.holder.load_seconds)
+        if self.holder.compile:  # compile here, at the model's default size, so no job pays for it
+            log.info("compile warm-up render done in %.1fs", self.holder.warm_up(self.spec.defaults))
+        if self.settings.learned_stages():
+            from worker.learned import LearnedModels
+
+            self.learned = LearnedModels.load(interpolate_weights=self.settings.interpolate_weights,
+                                              upscale_weights=self.settings.upscale_weights, device=self.holder.device)
+            log.info("learned post-processing ready: %s", ", ".join(sorted(self.learned.stages())))
+
+    def postprocess_methods(self) -> dict[str, list[str]]:
+        """What this worker advertises in its heartbeat: each stage's methods, "learned" where a model loaded."""
+        return postprocess_methods(self.learned.stages() if self.learned is not None else ())

@@ -6,15 +6,33 @@ action asserts the state it needs."""
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
+
+from worker.memory import (
+    DEFAULT_BUDGET_BYTES,
+    GIB,
+    DeviceMemory,
+    MemoryMode,
+    MemoryPlan,
+    WeightBytes,
+    footprint_for,
+    plan_memory,
+)
+
+if TYPE_CHECKING:
+    from models.settings import Settings
+
+log = logging.getLogger("svdq.worker")
 
 
 class PipelineState(StrEnum):
@@ -67,16 +85,51 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def set_forward_chunking(unet: Any, chunk: int | None) -> None:
-    """Chunk (or, with None, stop chunking) every feed-forward layer of the UNet over the sequence."""
+    """Chunk (or, with None, stop chunking) every feed-forward layer of the UNet, as diffusers'
+    enable_forward_chunking does: spatial blocks over batch x frames (dim 0: 50 pieces at CFG and 25 frames, not
+    one per token), temporal blocks over frames (they pin their own dim)."""
     for module in unet.modules():
         if hasattr(module, "set_chunk_feed_forward"):
-            module.set_chunk_feed_forward(chunk_size=chunk, dim=1)
+            module.set_chunk_feed_forward(chunk_size=chunk, dim=0)
+
+
+def set_channels_last(model: Any) -> None:
+    """channels_last for the 4-D (Conv2d) weights only: `model.to(memory_format=torch.channels_last)` raises on
+    SVD's 5-D temporal Conv3d weights."""
+    import torch
+
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.dim() == 4:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+
+
+def attention_processors(pipe: Any) -> str:
+    """The attention implementations in use, e.g. "AttnProcessor2_0" (fused SDPA, diffusers' default)."""
+    names = {type(p).__name__ for m in (pipe.unet, pipe.vae) for p in m.attn_processors.values()}
+    return ",".join(sorted(names))
+
+
+def describe_device(device: str, *, visible: str | None, name: str | None, total_bytes: int | None) -> str:
+    """What a worker advertises: `cuda:0 (GPU 3: NVIDIA H100 80GB HBM3, 79.1 GiB)`, the index being the
+    physical one that CUDA_VISIBLE_DEVICES pinned; the plain device elsewhere."""
+    if not device.startswith("cuda") or name is None:
+        return device
+    local = int(device.partition(":")[2] or 0)
+    pinned = [v.strip() for v in (visible or "").split(",") if v.strip()]
+    index = pinned[local] if local < len(pinned) else str(local)
+    size = f", {total_bytes / 1024**3:.1f} GiB" if total_bytes else ""
+    return f"{device} (GPU {index}: {name}{size})"
 
 
 class PipelineHolder:
-    def __init__(self, *, model: str, source: str, device: str) -> None:
+    def __init__(self, *, model: str, source: str, device: str, memory_mode: MemoryMode = "auto",
+                 budget_bytes: int | None = DEFAULT_BUDGET_BYTES, channels_last: bool = True, compile: bool = False,
+                 compile_mode: str = "default", compile_backend: str = "inductor") -> None:
         self.model, self.source = model, source
         self.device = resolve_device(device)
+        self.memory_mode, self.budget_bytes = memory_mode, budget_bytes
+        self.channels_last, self.compile = channels_last, compile
+        self.compile_mode, self.compile_backend = compile_mode, compile_backend
         self.state = PipelineState.NEW
         self.pipe: Any = None
         self.load_count = 0
@@ -84,7 +137,23 @@ class PipelineHolder:
         self.instance_id = ""
         self.revision = ""
         self.dtype = ""
+        self.device_label = self.device
+        self.attention = ""
+        self.weights = WeightBytes(0, 0, 0)
+        self.warmup_seconds: float | None = None  # set once the compile warm-up render ran
         self.last_memory_mode: dict[str, Any] = {}
+        self.last_options: dict[str, Any] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, model: str, source: str) -> PipelineHolder:
+        budget = int(settings.gpu_memory_budget_gb * GIB) if settings.gpu_memory_budget_gb > 0 else None
+        return cls(model=model, source=source, device=settings.device, memory_mode=settings.memory_mode,
+                   budget_bytes=budget, channels_last=settings.channels_last, compile=settings.compile,
+                   compile_mode=settings.compile_mode, compile_backend=settings.compile_backend)
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
 
     def _expect(self, state: PipelineState) -> None:
         if self.state != state:
@@ -98,7 +167,7 @@ class PipelineHolder:
             import torch
             from diffusers import StableVideoDiffusionPipeline
 
-            dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+            dtype = torch.float16 if self.cuda else torch.float32
             kwargs: dict[str, Any] = {"torch_dtype": dtype}
             pipe = None
             if dtype == torch.float16:
@@ -112,6 +181,22 @@ class PipelineHolder:
             self.pipe = pipe.to(self.device)
             self.dtype = str(dtype).removeprefix("torch.")
             self.revision = source_revision(self.source)
+            self.weights = WeightBytes(*(sum(p.numel() * p.element_size() for p in getattr(pipe, n).parameters())
+                                         for n in ("unet", "vae", "image_encoder")))
+            # diffusers' default on torch 2 is AttnProcessor2_0 (fused SDPA); say so if something replaced it
+            self.attention = attention_processors(pipe)
+            if self.attention != "AttnProcessor2_0":
+                log.warning("attention is %s, not fused SDPA (AttnProcessor2_0)", self.attention)
+            if self.cuda:
+                if self.channels_last:
+                    set_channels_last(pipe.unet)
+                    set_channels_last(pipe.vae)
+                props = torch.cuda.get_device_properties(torch.device(self.device))
+                self.device_label = describe_device(self.device, visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                                    name=props.name, total_bytes=props.total_memory)
+            if self.compile:
+                pipe.unet = torch.compile(pipe.unet, backend=self.compile_backend,
+                                          **({"mode": self.compile_mode} if self.compile_backend == "inductor" else {}))
         except BaseException:
             self.state = PipelineState.DEFUNCT
             raise
@@ -120,31 +205,86 @@ class PipelineHolder:
         self.instance_id = uuid.uuid4().hex[:12]
         self.state = PipelineState.READY
 
-    def render(self, image: Image.Image, params: dict[str, Any], on_step: Callable[[int, int], None]) -> np.ndarray:
-        """(T, H, W, 3) uint8 frames for the resolved params; on_step may raise to stop. Out of memory once:
-        one more try with VAE decode chunk 1 and UNet forward chunking; `last_memory_mode` says which ran."""
+    def warm_up(self, params: dict[str, Any]) -> float:
+        """One untimed render at the model's default size (2 steps: the UNet graph is the same at every step), at
+        worker start, so the compilation is paid here and jobs of that size find the UNet compiled."""
         self._expect(PipelineState.READY)
+        t0 = time.perf_counter()
+        image = Image.new("RGB", (int(params["width"]), int(params["height"])), (127, 127, 127))
+        self.render(image, {**params, "num_inference_steps": 2, "seed": 0}, lambda step, total: None)
+        self.warmup_seconds = time.perf_counter() - t0
+        return self.warmup_seconds
+
+    def device_memory(self) -> DeviceMemory | None:
+        """What the pipeline may use on its GPU: free memory plus what this process's allocator already holds
+        (the weights among it), or None on the CPU."""
+        if not self.cuda:
+            return None
+        import torch
+
+        dev = torch.device(self.device)
+        free, total = torch.cuda.mem_get_info(dev)
+        return DeviceMemory(free_bytes=free + torch.cuda.memory_reserved(dev), total_bytes=total)
+
+    def plan(self, params: dict[str, Any]) -> MemoryPlan:
+        return plan_memory(frames=int(params["num_frames"]), height=int(params["height"]), width=int(params["width"]),
+                           dtype_bytes=2 if self.dtype == "float16" else 4, device=self.device_memory(),
+                           weights=self.weights, footprint=footprint_for(self.model), mode=self.memory_mode,
+                           decode_chunk_size=params.get("decode_chunk_size"), budget_bytes=self.budget_bytes)
+
+    def render(self, image: Image.Image, params: dict[str, Any], on_step: Callable[[int, int], None]) -> np.ndarray:
+        """(T, H, W, 3) uint8 frames for the resolved params; on_step may raise to stop. The memory plan picks the
+        decode chunk, forward chunking and offload; out of memory once: one more try with decode chunk 1 and
+        forward chunking. `last_memory_mode` and `last_options` say what ran."""
+        self._expect(PipelineState.READY)
+        plan = self.plan(params)
         try:
-            return self._render(image, params, on_step, low_memory=False)
+            return self._run(image, params, on_step, plan, low_memory=False)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
         self._free_cache()
-        try:
-            return self._render(image, params, on_step, low_memory=True)
-        finally:
-            set_forward_chunking(self.pipe.unet, None)
-            self._free_cache()
+        return self._run(image, params, on_step, plan, low_memory=True)
 
-    def _render(self, image: Image.Image, params: dict[str, Any], on_step: Callable[[int, int], None], *,
-                low_memory: bool) -> np.ndarray:
+    def _run(self, image: Image.Image, params: dict[str, Any], on_step: Callable[[int, int], None],
+             plan: MemoryPlan, *, low_memory: bool) -> np.ndarray:
         import torch
 
-        decode_chunk = 1 if low_memory else params["decode_chunk_size"] or self.default_decode_chunk(params)
-        self.last_memory_mode = {"mode": "low_memory_retry" if low_memory else "default",
-                                 "decode_chunk_size": decode_chunk, "forward_chunking": low_memory}
-        if low_memory:
-            set_forward_chunking(self.pipe.unet, 1)
+        chunking = low_memory or plan.forward_chunking
+        chunk = 1 if low_memory else plan.decode_chunk_size
+        offload = plan.offload == "model_cpu_offload"
+        self.last_memory_mode = {"mode": "low_memory_retry" if low_memory else plan.mode,
+                                 "decode_chunk_size": chunk, "forward_chunking": chunking}
+        graphs = compiled_graphs() if self.compile else 0
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(torch.device(self.device))
+        try:
+            if chunking:
+                set_forward_chunking(self.pipe.unet, 1)
+            if offload:
+                self.pipe.enable_model_cpu_offload(device=self.device)
+            frames = self._call(image, params, on_step, chunk)
+        finally:
+            if offload:  # the next job may have room for the whole pipeline again
+                self.pipe.remove_all_hooks()
+                self.pipe.to(self.device)
+                self._free_cache()
+            if chunking:
+                set_forward_chunking(self.pipe.unet, None)
+        compilations = compiled_graphs() - graphs if self.compile else 0
+        self.last_options = {
+            "memory_plan": plan.as_record(), "model_offload": plan.offload,
+            "attention": self.attention, "channels_last": self.cuda and self.channels_last,
+            "compiled": self.compile, "compilations": compilations,
+            "compile_warm": self.compile and self.warmup_seconds is not None and compilations == 0,
+            "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated(torch.device(self.device)) if self.cuda else None,
+        }
+        return frames
+
+    def _call(self, image: Image.Image, params: dict[str, Any], on_step: Callable[[int, int], None],
+              decode_chunk: int) -> np.ndarray:
+        import torch
+
         # a CPU generator makes the same noise on every device, so a seed means the same video
         generator = torch.Generator(device="cpu").manual_seed(int(params["seed"]))
         steps = int(params["num_inference_steps"])
@@ -163,12 +303,14 @@ class PipelineHolder:
     def _free_cache(self) -> None:
         import torch
 
-        if self.device.startswith("cuda"):
+        if self.cuda:
             torch.cuda.empty_cache()
 
-    def default_decode_chunk(self, params: dict[str, Any]) -> int:
-        # the report's choice; memory-aware selection belongs to the GPU work
-        return min(8, int(params["num_frames"]))
+    def presence(self) -> dict[str, Any]:
+        """What the worker's heartbeat advertises (and /v1/models lists): the device with its GPU's physical index
+        and name, and how the pipeline runs there."""
+        return {"device": self.device_label, "dtype": self.dtype, "compiled": self.compile,
+                "memory_mode": self.memory_mode}
 
     def record(self) -> dict[str, Any]:
         import diffusers
@@ -176,7 +318,15 @@ class PipelineHolder:
 
         return {
             "model": self.model, "source": self.source, "revision": self.revision, "dtype": self.dtype,
-            "device": self.device, "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "pipeline_instance": self.instance_id, "pipeline_loads": self.load_count,
-            "pipeline_load_seconds": round(self.load_seconds, 3),
+            "device": self.device, "device_name": self.device_label, "torch": torch.__version__,
+            "diffusers": diffusers.__version__, "pipeline_instance": self.instance_id,
+            "pipeline_loads": self.load_count, "pipeline_load_seconds": round(self.load_seconds, 3),
+            "compile_warmup_seconds": None if self.warmup_seconds is None else round(self.warmup_seconds, 3),
         }
+
+
+def compiled_graphs() -> int:
+    """Graphs Dynamo has compiled in this process: a job that raises it paid for a compilation."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])

@@ -3,6 +3,7 @@ sentence a person can act on."""
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import io
 import logging
@@ -25,7 +26,14 @@ from models.tables import Job, utcnow
 from models.webhooks import job_ended
 from worker.context import WorkerContext
 from worker.encode import EncodeError, encode, poster
-from worker.postprocess import PostprocessCanceled, PostprocessError, PostprocessSpec, run_postprocess
+from worker.metrics import timed_steps
+from worker.postprocess import (
+    PostprocessCanceled,
+    PostprocessError,
+    PostprocessSpec,
+    PostprocessUnavailable,
+    run_postprocess,
+)
 
 log = logging.getLogger("svdq.worker")
 
@@ -70,7 +78,9 @@ class LeaseKeeper:
         self.ctx, self.job_id = ctx, job_id
         self.lost = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
+        # in the task's context, so its log lines carry the job_id
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,),
+                                        name=f"lease-{job_id}", daemon=True)
 
     def _run(self) -> None:
         every = max(0.2, self.ctx.settings.lease_s / 4)
@@ -170,7 +180,7 @@ def _render(ctx: WorkerContext, job: Job, progress: JobMonitor) -> tuple[dict[st
     steps = params["num_inference_steps"]
     progress.checkpoint("denoising", 0, steps)
     try:
-        frames = ctx.holder.render(image, params, progress.step)
+        frames = ctx.holder.render(image, params, timed_steps(ctx, progress.step))
     except JobStop:
         raise
     except Exception as exc:
@@ -189,9 +199,11 @@ def _render(ctx: WorkerContext, job: Job, progress: JobMonitor) -> tuple[dict[st
         try:
             frames, fps, post_records = run_postprocess(
                 frames, fps, PostprocessSpec.model_validate(job.postprocess), on_stage=on_stage,
-                should_stop=lambda: ctx.signals.cancel_requested(job.id))
+                should_stop=lambda: ctx.signals.cancel_requested(job.id), learned=ctx.learned)
         except PostprocessCanceled as exc:
             raise JobCanceled("canceled", "Canceled by request during post-processing; nothing was stored.") from exc
+        except PostprocessUnavailable as exc:
+            raise JobFailed("postprocess_unavailable", f"Post-processing could not run here: {exc}.") from exc
         except PostprocessError as exc:
             raise JobFailed("postprocess_failed", f"Post-processing failed: {exc}") from exc
     t_render = time.perf_counter() - t0
@@ -221,6 +233,8 @@ def _render(ctx: WorkerContext, job: Job, progress: JobMonitor) -> tuple[dict[st
     runtime = {
         **ctx.holder.record(), "worker": ctx.name, "seed": params["seed"], "postprocess": post_records,
         "memory": ctx.holder.last_memory_mode,
+        # the memory plan and its reasons, attention, channels-last, compile, peak GPU memory (null on the CPU)
+        "pipeline": ctx.holder.last_options,
         "timings": {"render_s": round(t_render, 4), "encode_s": round(t_encode, 4),
                     "upload_s": round(t_upload, 4)},
     }
@@ -274,11 +288,29 @@ def _retry_db(ctx: WorkerContext, write: Callable[[Session], bool]) -> bool:
             delay = min(delay * 2, 10.0)
 
 
+class ClaimDeferred(Exception):
+    """The database stayed away for db_retry_s while claiming: the message must go back on the queue, not be
+    acknowledged, or the job would stay queued with no message for it (and the reconciler would not resend it,
+    since its queue index still lists it)."""
+
+
+def _claim(ctx: WorkerContext, job_id: str) -> tuple[bool, Job | None]:
+    found: list[tuple[bool, Job | None]] = []
+
+    def claim(s: Session) -> bool:
+        found.append((claim_job(s, job_id=job_id, worker=ctx.name, lease_s=ctx.settings.lease_s), s.get(Job, job_id)))
+        return True
+
+    try:
+        _retry_db(ctx, claim)
+    except OperationalError as exc:
+        raise ClaimDeferred(f"database unavailable while claiming {job_id}: {exc.orig}") from exc
+    return found[-1]
+
+
 def run_render(ctx: WorkerContext, job_id: str) -> str:
     """Claim the job and render it; the return value says what happened (for logs and Flower)."""
-    with session_scope(ctx.sessions) as s:
-        claimed = claim_job(s, job_id=job_id, worker=ctx.name, lease_s=ctx.settings.lease_s)
-        job = s.get(Job, job_id)
+    claimed, job = _claim(ctx, job_id)
     if job is None:
         log.warning("job %s does not exist; message dropped", job_id)
         return "missing"

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.exceptions import Reject
 
 from worker.celery_app import GRID_TASK, RENDER_TASK, make_enqueue, make_grid_enqueue
 from worker.context import WorkerContext
-from worker.render import run_render
+from worker.metrics import RenderObserver, bind_job_logging
+from worker.render import ClaimDeferred, run_render
 
 
 def register_tasks(app: Celery, ctx: WorkerContext) -> None:
     ctx.enqueue = make_enqueue(app)
     ctx.enqueue_grid = make_grid_enqueue(app)
+    bind_job_logging()
 
     @app.task(name=GRID_TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
     def grid(sweep_id: str, image_id: str) -> str:
@@ -21,4 +24,9 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> None:
 
     @app.task(name=RENDER_TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
     def render(job_id: str) -> str:
-        return run_render(ctx, job_id)
+        try:
+            with RenderObserver(ctx, job_id) as observed:
+                observed.outcome = run_render(ctx, job_id)
+        except ClaimDeferred as exc:
+            raise Reject(str(exc), requeue=True) from exc  # back on the queue; acks_late alone would ack it
+        return observed.outcome

@@ -89,7 +89,8 @@ async def _read_submission(request: Request) -> tuple[JobSpec, bytes | None]:
 
 def _submit(*, state: AppState, session: Session, key: ApiKey, spec: JobSpec, data: bytes | None,
             idem_key: str | None, base: str) -> tuple[dict[str, Any], int]:
-    plan = plan_job(spec, allow_private_urls=state.settings.allow_private_urls)
+    plan = plan_job(spec, allow_private_urls=state.settings.allow_private_urls,
+                    learned=state.settings.learned_stages())
     check_capacity(state, session, key=key, model=plan.model, new_jobs=1)
     if idem_key is not None:
         digest = request_hash({"spec": spec.model_dump(), "image": hashlib.sha256(data).hexdigest() if data else None})

@@ -8,6 +8,7 @@ from api.deps import CurrentKey, StateDep
 from api.limits_redis import limits_for
 from models.presence import ready_workers
 from models.registry import REGISTRY
+from worker.postprocess import union_methods
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 keys_router = APIRouter(prefix="/v1/keys", tags=["keys"])
@@ -34,8 +35,9 @@ def list_models(state: StateDep, key: CurrentKey) -> list[dict[str, Any]]:
             "source": state.settings.model_source(spec.name) or "built-in (random weights)",
             "defaults": spec.defaults, "limits": spec.limits.as_dict(),
             "workers_ready": len(workers),
-            # learned interpolation and upscaling need weights no worker has configured yet
-            "postprocess": {"interpolate": ["blend", "motion"], "upscale": ["lanczos"]},
-            "workers": [{"name": w.get("name"), "device": w.get("device")} for w in workers],
+            # what the ready workers advertise: weight-free methods always, "learned" where one has the weights
+            "postprocess": union_methods(w.get("postprocess") or {} for w in workers),
+            "workers": [{"name": w.get("name"), "device": w.get("device"), "postprocess": w.get("postprocess")}
+                        for w in workers],
         })
     return out

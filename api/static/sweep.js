@@ -1,35 +1,8 @@
 // The sweep gallery: axis values as headers, every cell playing in step (one play/pause, one scrubber).
-"use strict";
+import {api, el, mediaSrc, showError, start} from "./common.js";
+
 const sweepId = document.body.dataset.sweepId;
-const KEY = "svdq-api-key";
 const short = {motion_bucket_id: "motion", noise_aug_strength: "noise", num_inference_steps: "steps"};
-
-function key() { return sessionStorage.getItem(KEY); }
-
-async function api(path) {
-  const r = await fetch(path, {headers: {Authorization: "Bearer " + key()}});
-  if (r.status === 401) { sessionStorage.removeItem(KEY); showSignin(); throw new Error("unauthorized"); }
-  if (!r.ok) throw new Error((await r.json()).error.message);
-  return r.json();
-}
-
-// API-served videos need the key, which a <video> element cannot send: fetch them as blobs.
-async function videoSrc(url) {
-  if (new URL(url, location.href).origin !== location.origin) return url;  // presigned: plain URL
-  const r = await fetch(url, {headers: {Authorization: "Bearer " + key()}});
-  return URL.createObjectURL(await r.blob());
-}
-
-function showSignin() {
-  const form = document.getElementById("signin");
-  form.hidden = false;
-  form.onsubmit = (e) => {
-    e.preventDefault();
-    sessionStorage.setItem(KEY, document.getElementById("api-key").value.trim());
-    form.hidden = true;
-    load();
-  };
-}
 
 function label(cell) {
   return Object.entries(cell).map(([k, v]) => `${short[k] || k}=${v}`).join(" ");
@@ -52,7 +25,7 @@ async function cellElement(job) {
   if (job.status === "succeeded") {
     const v = document.createElement("video");
     v.muted = true; v.loop = true; v.playsInline = true; v.preload = "auto";
-    v.src = await videoSrc(job.result.video_url);
+    v.src = await mediaSrc(job.result.video_url);
     v.setAttribute("aria-label", "cell " + job.id);
     videos.push(v);
     td.appendChild(v);
@@ -63,9 +36,7 @@ async function cellElement(job) {
       (job.status === "running" ? ` ${Math.round(100 * job.progress.fraction)}%` : "");
     td.appendChild(s);
   }
-  const a = document.createElement("a");
-  a.href = `/v1/jobs/${job.id}`; a.textContent = job.id;
-  td.appendChild(a);
+  td.appendChild(el("a", {href: `/ui/jobs/${job.id}`, textContent: job.id}));
   return td;
 }
 
@@ -83,7 +54,8 @@ async function render(sweep, jobs) {
     const table = document.createElement("table");
     const head = table.insertRow();
     const corner = document.createElement("th");
-    corner.textContent = rowAxes.map(([n]) => short[n] || n).join(" / ") || "";
+    // with one axis there are no row values; the headers still need text for screen readers
+    corner.textContent = rowAxes.map(([n]) => short[n] || n).join(" / ") || "cells";
     head.appendChild(corner);
     for (const v of lastValues) {
       const th = document.createElement("th");
@@ -97,7 +69,7 @@ async function render(sweep, jobs) {
       const th = document.createElement("th");
       th.scope = "row";
       const first = cells[r * lastValues.length];
-      th.textContent = first ? label(Object.fromEntries(rowAxes.map(([n]) => [n, first.params[n]]))) : "";
+      th.textContent = !rowAxes.length ? "all" : first ? label(Object.fromEntries(rowAxes.map(([n]) => [n, first.params[n]]))) : "—";
       row.appendChild(th);
       for (let c = 0; c < lastValues.length; c++) {
         const job = cells[r * lastValues.length + c];
@@ -111,7 +83,7 @@ async function render(sweep, jobs) {
       p.textContent = "Comparison grid: ";
       const v = document.createElement("video");
       v.controls = true; v.muted = true; v.loop = true; v.className = "grid";
-      v.src = await videoSrc(grid.video_url);
+      v.src = await mediaSrc(grid.video_url);
       v.setAttribute("aria-label", "comparison grid for " + imageId);
       p.appendChild(v);
       gallery.appendChild(p);
@@ -145,15 +117,14 @@ function wireControls() {
 }
 
 async function load() {
-  if (!key()) { showSignin(); return; }
   const status = document.getElementById("sweep-status");
   const sweep = await api(`/v1/sweeps/${sweepId}`);
-  document.getElementById("sweep-name").textContent = sweep.name;
+  document.getElementById("page-title").textContent = "sweep " + sweep.name;
   status.textContent = `${sweep.status} · ` + Object.entries(sweep.counts).filter(([, n]) => n)
     .map(([s, n]) => `${n} ${s}`).join(", ") + ` of ${sweep.total}`;
   await render(sweep, await allJobs());
-  if (!["succeeded", "failed", "canceled"].includes(sweep.status)) setTimeout(load, 3000);
+  if (!["succeeded", "failed", "canceled"].includes(sweep.status)) setTimeout(() => load().catch(showError), 3000);
 }
 
 wireControls();
-load().catch((e) => { document.getElementById("sweep-status").textContent = "error: " + e.message; });
+start(() => load().catch(showError));

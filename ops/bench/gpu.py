@@ -14,6 +14,7 @@ a time and together, and prints a Markdown table for ops/bench/RESULTS.md. See o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import gc
 import json
@@ -22,6 +23,7 @@ import os
 import sys
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 # The issue's arithmetic: one batch-1 UNet pass over 25 frames at 1024x576 is ~80 TFLOP, the temporal VAE decode
 # of 25 frames at 1024x576 is ~174 TFLOP; both scale linearly with frames and with pixels. Classifier-free
@@ -209,6 +213,80 @@ def flop_model(config: ModelConfig, frames: int, height: int, width: int) -> tup
     return unet / scale, vae / scale
 
 
+# --- activation memory, traced on the meta device ----------------------------------------------------------------
+
+
+class LiveBytes(TorchDispatchMode):  # type: ignore[misc]  # untyped in torch
+    """Counts the bytes of every tensor an op makes, from creation until it is freed, and keeps the peak: the
+    activation memory of a forward pass with no memory and no compute (on the meta device). Weights that exist
+    before the pass are not counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self.storages: dict[int, list[int]] = {}  # storage -> [bytes, tensors alive on it]
+
+    def _drop(self, key: int) -> None:
+        entry = self.storages[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.live -= entry[0]
+            del self.storages[key]
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                key = storage._cdata
+                if key in self.storages:
+                    self.storages[key][1] += 1
+                else:
+                    self.storages[key] = [storage.nbytes(), 1]
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                weakref.finalize(t, self._drop, key)
+        return out
+
+
+def _fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    # what flash / memory-efficient SDPA keep: the output (and a per-row log-sum-exp), never the score matrix
+    torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
+    return torch.empty(*q.shape[:-1], v.shape[-1], dtype=q.dtype, device=q.device)
+
+
+def trace_activation_bytes(config: ModelConfig, part: str, frames: int, height: int, width: int, *,
+                           dtype: torch.dtype = torch.float16, forward_chunking: bool = False) -> int:
+    """Peak activation bytes of the UNet (one CFG batch-2 pass over `frames`) or of the VAE decode of `frames`
+    frames, with fused attention: the numbers behind worker/memory.py's footprint."""
+    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+
+    lh, lw = height // 8, width // 8
+    with torch.device("meta"):
+        model: Any = (UNetSpatioTemporalConditionModel(**config.unet) if part == "unet"
+                      else AutoencoderKLTemporalDecoder(**config.vae))
+    model = model.to("meta", dtype)
+    if forward_chunking:
+        model.enable_forward_chunking()
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    torch.nn.functional.scaled_dot_product_attention = _fused_attention
+    try:
+        with torch.inference_mode(), torch.device("meta"):
+            if part == "unet":
+                sample = torch.empty(2, frames, config.unet["in_channels"], lh, lw, dtype=dtype)
+                context = torch.empty(2, 1, config.unet["cross_attention_dim"], dtype=dtype)
+                ids = torch.empty(2, 3, dtype=dtype)
+                with LiveBytes() as trace:
+                    model(sample, torch.tensor(1.0), encoder_hidden_states=context, added_time_ids=ids)
+            else:
+                latents = torch.empty(frames, config.vae["latent_channels"], lh, lw, dtype=dtype)
+                with LiveBytes() as trace:
+                    model.decode(latents, num_frames=frames)
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = sdpa
+    return int(trace.peak)
+
+
 # --- building ---------------------------------------------------------------------------------------------------
 
 
@@ -256,6 +334,7 @@ class RowSpec:
     compile: bool = False
     decode_chunk: int | None = SMALL_DECODE_CHUNK  # None: all frames at once
     forward_chunking: bool = False
+    planned: bool = False  # decode chunk, forward chunking and offload from the worker's memory plan
 
     def options(self, dtype: torch.dtype, frames: int) -> str:
         parts = [str(dtype).removeprefix("torch."), "cpu offload" if self.offload else "all on device",
@@ -279,6 +358,7 @@ ROWS: tuple[RowSpec, ...] = (
     RowSpec("fwd-chunking", "worker", forward_chunking=True),
     RowSpec("all-eager", "worker", channels_last=True, decode_chunk=None),
     RowSpec("all", "worker", channels_last=True, compile=True, decode_chunk=None),
+    RowSpec("worker-default", "worker", channels_last=True, planned=True),  # the 24 GB target's row
 )
 ROW_NAMES = tuple(spec.name for spec in ROWS)
 
@@ -432,13 +512,34 @@ def _free(bench: Bench) -> None:
         torch.cuda.empty_cache()
 
 
+def worker_plan(bench: Bench) -> Any:
+    """The memory plan the svdq worker (worker/memory.py) makes for this render on this device, defaults on."""
+    from worker.memory import DeviceMemory, WeightBytes, footprint_for, plan_memory
+
+    device = None
+    if bench.cuda:
+        free, total = torch.cuda.mem_get_info(bench.device)
+        device = DeviceMemory(free_bytes=free + torch.cuda.memory_reserved(bench.device), total_bytes=total)
+    models = (bench.unet, bench.pipe.vae, bench.pipe.image_encoder)
+    weights = WeightBytes(*(sum(p.numel() * p.element_size() for p in m.parameters()) for m in models))
+    return plan_memory(frames=bench.frames, height=bench.height, width=bench.width,
+                       dtype_bytes=torch.finfo(bench.dtype).bits // 8, device=device, weights=weights,
+                       footprint=footprint_for("svd-xt" if bench.config.size == "full" else "tiny"))
+
+
 def run_row(bench: Bench, spec: RowSpec) -> Row:
     """Set up and time one row. An OOM or a failure becomes the row's note, not the run's end."""
+    notes: list[str] = []
+    if spec.planned:
+        plan = worker_plan(bench)
+        spec = dataclasses.replace(spec, decode_chunk=plan.decode_chunk_size, forward_chunking=plan.forward_chunking,
+                                   offload=plan.offload != "none")
+        estimate = "" if plan.estimated_peak_bytes is None else f", est. peak {plan.estimated_peak_bytes / GIB:.1f} GiB"
+        notes.append(f"plan {plan.mode}{estimate}")
     row = Row(bench.config.name, spec.name, spec.path, spec.options(bench.dtype, bench.frames))
     chunk = spec.chunk(bench.frames)
-    notes: list[str] = []
     try:
-        notes = apply(bench, spec)
+        notes += apply(bench, spec)
         if spec.compile and bench.cuda:
             row.warmup_s = render(bench, chunk).seconds  # compiles; not counted
         _free(bench)

@@ -1,0 +1,287 @@
+"""What the sync `Client` and the `AsyncClient` share, written once and free of I/O.
+
+Each API operation is a generator (`Op`) that yields the `Call`s it needs and receives their decoded
+answers; `Client._run` and `AsyncClient._run` drive the same generator with blocking or awaited sends.
+`RetryPolicy` decides, from a response or a transport error, whether and how long to wait before the next
+try; `Watch` turns job snapshots (from SSE or polling) into progress callbacks and an end; `Sink` writes
+and checks a download. The clients only move bytes."""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import httpx
+
+from client.types import Image, Job, Model, Page, Sweep
+
+T = TypeVar("T")
+Op = Generator["Call", Any, T]
+JobRef = Job | str
+ImageArg = str | Path | bytes
+ProgressCallback = Callable[[Job], None]
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# a dropped or refused connection, a timeout: worth another try; a malformed URL or request is not
+RETRY_ERRORS = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
+STREAM_TIMEOUT = httpx.Timeout(30, read=60)  # the event stream sends a keepalive every 15 s
+
+
+class SvdqError(Exception):
+    """An error answer from the API (`status` 4xx/5xx), or one the SDK raises itself (`status` 0)."""
+
+    def __init__(self, status: int, code: str, message: str, details: list[Any] | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status, self.code, self.message, self.details = status, code, message, details or []
+
+
+@dataclass
+class Call:
+    """One HTTP request. A create carries one Idempotency-Key for all its tries, so a submit whose answer
+    was lost is retried into the job it already made, never a second one."""
+
+    method: str
+    path: str
+    json: Any = None
+    params: dict[str, Any] | None = None
+    files: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+
+    @classmethod
+    def create(cls, path: str, key: str | None = None, **kw: Any) -> Call:
+        return cls("POST", path, idempotency_key=key or uuid.uuid4().hex, **kw)
+
+    def kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"method": self.method, "url": self.path}
+        if self.idempotency_key:
+            kw["headers"] = {"Idempotency-Key": self.idempotency_key}
+        for name in ("json", "params", "files"):
+            if getattr(self, name) is not None:
+                kw[name] = getattr(self, name)
+        return kw
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as delta-seconds or an HTTP date (RFC 9110); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+@dataclass
+class RetryPolicy:
+    retries: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 10.0
+    max_retry_after: float = 60.0  # a server asking for longer than this is treated as down
+
+    def backoff(self, attempt: int) -> float:
+        return float(min(self.base_delay * 2**attempt, self.max_delay))
+
+    def after_error(self, attempt: int, error: Exception) -> float:
+        """Seconds to wait before trying again; re-raises when the error is final."""
+        if attempt >= self.retries or not isinstance(error, RETRY_ERRORS):
+            raise error
+        return self.backoff(attempt)
+
+    def after_response(self, attempt: int, response: httpx.Response) -> float | None:
+        """Seconds to wait before trying again, or None: this answer is the answer."""
+        if response.status_code not in RETRY_STATUSES or attempt >= self.retries:
+            return None
+        asked = retry_after_seconds(response.headers.get("retry-after"))
+        if asked is None:
+            return self.backoff(attempt)
+        return asked if asked <= self.max_retry_after else None
+
+
+def decode(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        try:
+            err = response.json()["error"]
+            code, message, details = err["code"], err.get("message", ""), err.get("details")
+        except (ValueError, KeyError, TypeError):
+            code, message, details = f"http_{response.status_code}", response.text[:200], None
+        raise SvdqError(response.status_code, code, message, details)
+    if response.headers.get("content-type", "").startswith("application/json"):
+        return response.json()
+    return response
+
+
+def connection(base_url: str | None, api_key: str | None) -> tuple[str, dict[str, str]]:
+    """The API's URL and auth headers, from the arguments or SVDQ_API_URL / SVDQ_API_KEY."""
+    url = (base_url or os.environ.get("SVDQ_API_URL") or "http://127.0.0.1:8000").rstrip("/")
+    key = api_key or os.environ.get("SVDQ_API_KEY")
+    if not key:
+        raise SvdqError(0, "no_api_key", "Give an API key (api_key=... or SVDQ_API_KEY).")
+    return url, {"Authorization": f"Bearer {key}"}
+
+
+def job_id(job: JobRef) -> str:
+    return job if isinstance(job, str) else job.id
+
+
+# operations ----------------------------------------------------------------------------------------
+
+
+def upload_image(image: ImageArg) -> Op[Image]:
+    if isinstance(image, bytes):
+        data, name = image, "image"
+    else:
+        data, name = Path(image).read_bytes(), Path(image).name
+    return Image.model_validate((yield Call("POST", "/v1/images", files={"image": (name, data)})))
+
+
+def submit(image: ImageArg | None, image_id: str | None, idempotency_key: str | None,
+           spec: dict[str, Any]) -> Op[Job]:
+    """Uploads the image (the same bytes give the same id, so that is safe to repeat), then creates."""
+    if image_id is None:
+        if image is None:
+            raise SvdqError(0, "no_image", "Give an image (a path or bytes) or image_id.")
+        image_id = (yield from upload_image(image)).id
+    body = {k: v for k, v in spec.items() if v is not None}
+    return Job.model_validate((yield Call.create("/v1/jobs", idempotency_key, json={**body, "image_id": image_id})))
+
+
+def get(job: JobRef) -> Op[Job]:
+    return Job.model_validate((yield Call("GET", f"/v1/jobs/{job_id(job)}")))
+
+
+def cancel(job: JobRef) -> Op[Job]:
+    return Job.model_validate((yield Call("POST", f"/v1/jobs/{job_id(job)}/cancel")))
+
+
+def rerun(job: JobRef, idempotency_key: str | None) -> Op[Job]:
+    return Job.model_validate((yield Call.create(f"/v1/jobs/{job_id(job)}/rerun", idempotency_key)))
+
+
+def jobs_page(status: str | None, sweep_id: str | None, limit: int, cursor: str | None) -> Op[Page[Job]]:
+    query = {"status": status, "sweep_id": sweep_id, "limit": limit, "cursor": cursor}
+    page = yield Call("GET", "/v1/jobs", params={k: v for k, v in query.items() if v is not None})
+    return Page[Job].model_validate(page)
+
+
+def finished(job: JobRef) -> Op[Job]:
+    """The job, succeeded with a result; read fresh unless the caller already holds that."""
+    if not (isinstance(job, Job) and job.result is not None):
+        job = yield from get(job)
+    if job.status != "succeeded" or job.result is None:
+        raise SvdqError(409, "job_not_finished", f"Job {job.id} is {job.status}; only a succeeded job has a video.")
+    return job
+
+
+def sweep(spec: dict[str, Any], idempotency_key: str | None) -> Op[Sweep]:
+    return Sweep.model_validate((yield Call.create("/v1/sweeps", idempotency_key, json=spec)))
+
+
+def get_sweep(sweep_id: str) -> Op[Sweep]:
+    return Sweep.model_validate((yield Call("GET", f"/v1/sweeps/{sweep_id}")))
+
+
+def cancel_sweep(sweep_id: str) -> Op[Sweep]:
+    return Sweep.model_validate((yield Call("POST", f"/v1/sweeps/{sweep_id}/cancel")))
+
+
+def models() -> Op[list[Model]]:
+    return [Model.model_validate(m) for m in (yield Call("GET", "/v1/models"))]
+
+
+# waiting and downloading ---------------------------------------------------------------------------
+
+
+@dataclass
+class Watch:
+    """Follows one job through snapshots from any source. The callback sees each change once, never a
+    step backwards (a polled row can lag the live stream), and the watch ends at a terminal status."""
+
+    job_id: str
+    on_progress: ProgressCallback | None = None
+    timeout: float | None = None
+    deadline: float | None = field(init=False, default=None)
+    last: tuple[Any, ...] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None:
+            self.deadline = time.monotonic() + self.timeout
+
+    @property
+    def events_path(self) -> str:
+        return f"/v1/jobs/{self.job_id}/events"
+
+    def see(self, job: Job) -> Job | None:
+        """The job if it has ended; None to keep watching."""
+        key = (job.status, job.progress.stage, job.progress.step, job.queue_position)
+        backwards = self.last is not None and key[0] == self.last[0] and key[2] < self.last[2]
+        if key != self.last and not backwards:
+            self.last = key
+            if self.on_progress is not None:
+                self.on_progress(job)
+        if job.done:
+            return job
+        self.check_deadline()
+        return None
+
+    def line(self, line: str) -> Job | None:
+        """One line of the event stream: a `data:` line carries a job object; others keep it alive."""
+        if line.startswith("data:"):
+            return self.see(Job.model_validate_json(line[5:]))
+        self.check_deadline()
+        return None
+
+    def check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            seen = f"{self.last[0]}, step {self.last[2]}" if self.last else "nothing heard"
+            raise TimeoutError(f"job {self.job_id} did not finish within {self.timeout:g} s ({seen})")
+
+
+class Sink:
+    """Writes a job's video to `path`, then checks its size and sha256 against the job's result."""
+
+    def __init__(self, job: Job, path: str | Path, base_url: str) -> None:
+        assert job.result is not None
+        self.result, self.path = job.result, Path(path)
+        self.url = self.result.video_url
+        # the API's own URL needs the key; a presigned storage URL must not be sent it
+        self.own = self.url.startswith(base_url)
+        self.hash, self.size = hashlib.sha256(), 0
+        self.fh: IO[bytes] | None = None
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+    def start(self, response: httpx.Response) -> None:
+        if response.status_code >= 400:
+            raise SvdqError(response.status_code, "download_failed",
+                            f"Fetching the video answered {response.status_code}; the link may have expired, "
+                            "so fetch the job again and retry.")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = self.path.open("wb")
+
+    def write(self, chunk: bytes) -> None:
+        assert self.fh is not None
+        self.fh.write(chunk)
+        self.hash.update(chunk)
+        self.size += len(chunk)
+
+    def verified(self) -> Path:
+        if self.size != self.result.bytes or self.hash.hexdigest() != self.result.sha256:
+            raise SvdqError(0, "download_corrupt", f"The video at {self.path} does not match the job's sha256 "
+                            f"({self.size} of {self.result.bytes} bytes); download it again.")
+        return self.path

@@ -1,0 +1,144 @@
+"""`AsyncClient`: the SDK's surface on httpx.AsyncClient, for asyncio programs. It drives the same
+operations, retry policy and watch as the sync `Client` (client._http); only the I/O is awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from client import _http as ops
+from client._http import Call, ImageArg, JobRef, Op, ProgressCallback, RetryPolicy, Watch
+from client.types import Image, Job, Model, Page, Sweep
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 60.0,
+                 retries: int = 5, retry: RetryPolicy | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.base_url, headers = ops.connection(base_url, api_key)
+        self.retry = retry or RetryPolicy(retries=retries)
+        self.http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout,
+                                      transport=transport)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def send(self, call: Call) -> Any:
+        for attempt in itertools.count():
+            try:
+                response = await self.http.request(**call.kwargs())
+            except httpx.TransportError as exc:
+                delay = self.retry.after_error(attempt, exc)
+            else:
+                if (asked := self.retry.after_response(attempt, response)) is None:
+                    return ops.decode(response)
+                delay = asked
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _run(self, op: Op[T]) -> T:
+        answer: Any = None
+        try:
+            while True:
+                answer = await self.send(op.send(answer))
+        except StopIteration as end:
+            result: T = end.value
+            return result
+
+    async def upload_image(self, image: ImageArg) -> Image:
+        return await self._run(ops.upload_image(image))
+
+    async def submit(self, image: ImageArg | None = None, *, image_id: str | None = None, model: str = "tiny",
+                     output: dict[str, Any] | None = None, priority: int | None = None,
+                     postprocess: dict[str, Any] | None = None, webhook_url: str | None = None,
+                     reuse: bool = True, idempotency_key: str | None = None, **params: Any) -> Job:
+        spec = {"model": model, "params": params, "output": output, "priority": priority,
+                "postprocess": postprocess, "webhook_url": webhook_url, "reuse": reuse}
+        return await self._run(ops.submit(image, image_id, idempotency_key, spec))
+
+    async def get(self, job: JobRef) -> Job:
+        return await self._run(ops.get(job))
+
+    async def cancel(self, job: JobRef) -> Job:
+        return await self._run(ops.cancel(job))
+
+    async def rerun(self, job: JobRef, *, idempotency_key: str | None = None) -> Job:
+        return await self._run(ops.rerun(job, idempotency_key))
+
+    async def jobs_page(self, *, status: str | None = None, sweep_id: str | None = None, limit: int = 50,
+                        cursor: str | None = None) -> Page[Job]:
+        return await self._run(ops.jobs_page(status, sweep_id, limit, cursor))
+
+    async def list_jobs(self, *, status: str | None = None, sweep_id: str | None = None,
+                        page_size: int = 50) -> AsyncIterator[Job]:
+        cursor = None
+        while True:
+            page = await self.jobs_page(status=status, sweep_id=sweep_id, limit=page_size, cursor=cursor)
+            for job in page.items:
+                yield job
+            if not (cursor := page.next_cursor):
+                return
+
+    async def wait(self, job: JobRef, *, on_progress: ProgressCallback | None = None,
+                   timeout: float | None = None, poll_s: float = 0.5) -> Job:
+        watch = Watch(ops.job_id(job), on_progress, timeout)
+        try:
+            async with self.http.stream("GET", watch.events_path, timeout=ops.STREAM_TIMEOUT) as r:
+                if r.status_code == 200:
+                    async for line in r.aiter_lines():
+                        if (done := watch.line(line)) is not None:
+                            return done
+        except httpx.TransportError:
+            pass
+        while (done := watch.see(await self.get(watch.job_id))) is None:
+            await asyncio.sleep(poll_s)
+        return done
+
+    async def download(self, job: JobRef, path: str | Path) -> Path:
+        sink = ops.Sink(await self._run(ops.finished(job)), path, self.base_url)
+        client = self.http if sink.own else httpx.AsyncClient(timeout=120)
+        try:
+            with sink:
+                async with client.stream("GET", sink.url, follow_redirects=True) as r:
+                    sink.start(r)
+                    async for chunk in r.aiter_bytes():
+                        sink.write(chunk)
+        finally:
+            if client is not self.http:
+                await client.aclose()
+        return sink.verified()
+
+    async def models(self) -> list[Model]:
+        return await self._run(ops.models())
+
+    async def sweep(self, spec: dict[str, Any], *, idempotency_key: str | None = None) -> Sweep:
+        return await self._run(ops.sweep(spec, idempotency_key))
+
+    async def get_sweep(self, sweep_id: str) -> Sweep:
+        return await self._run(ops.get_sweep(sweep_id))
+
+    async def cancel_sweep(self, sweep_id: str) -> Sweep:
+        return await self._run(ops.cancel_sweep(sweep_id))
+
+    async def wait_sweep(self, sweep_id: str, *, on_update: Callable[[Sweep], None] | None = None,
+                         poll_s: float = 1.0) -> Sweep:
+        while True:
+            sweep = await self.get_sweep(sweep_id)
+            if on_update:
+                on_update(sweep)
+            if sweep.done:
+                return sweep
+            await asyncio.sleep(poll_s)

@@ -1,0 +1,123 @@
+"""`svdq flower` against a real broker and worker: behind basic auth, it lists the worker by model and device
+and the render task by job id and model; outside dev it will not start without real credentials."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from client.procs import free_port, wait_for_port
+from tests.stack import ROOT, Stack
+from worker.celery_app import worker_name
+
+USER, PASSWORD = "ops", "flower-" + secrets.token_hex(8)
+
+
+@pytest.fixture
+def flower(sqlite_stack: Stack) -> Iterator[str]:
+    """`svdq flower` as a production operator runs it, on the stack's broker; its URL."""
+    port = free_port()
+    env = {**sqlite_stack.env, "SVDQ_ENV": "prod", "SVDQ_FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}
+    log_path = sqlite_stack.tmp / f"flower-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "client.cli", "flower", "--port", str(port)], cwd=ROOT,
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        if not wait_for_port(port, 60):
+            raise RuntimeError(f"Flower did not listen (exit {proc.poll()}): {log_path.read_text()}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert PASSWORD not in log_path.read_text()
+
+
+def poll(fetch: Any, found: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fetch()
+        hit = found(last)
+        if hit:
+            return hit
+        time.sleep(0.5)
+    raise AssertionError(f"not found in Flower within {timeout}s: {last}")
+
+
+def test_flower_needs_its_credentials_and_then_shows_the_worker_and_the_render_by_job_and_model(
+        sqlite_stack: Stack, flower: str) -> None:
+    s = sqlite_stack
+    # Given Flower behind basic auth: nothing without the credentials, or with a wrong password
+    assert httpx.get(f"{flower}/api/workers").status_code == 401
+    assert httpx.get(f"{flower}/api/tasks", auth=(USER, "wrong-password-12")).status_code == 401
+    assert httpx.get(f"{flower}/workers").status_code == 401
+
+    def workers() -> dict[str, Any]:
+        r = httpx.get(f"{flower}/api/workers", params={"refresh": "1"}, auth=(USER, PASSWORD), timeout=30)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    # the running worker shows up named by its model and device
+    live = [p for p in s.workers if p.poll() is None]
+    names = {worker_name("tiny", "cpu", None, p.pid, socket.gethostname()) for p in live}
+    poll(workers, lambda ws: names <= set(ws))
+
+    # When a render is submitted through the API and finishes
+    image = s.upload()
+    job = s.submit(image["id"], params={"num_inference_steps": 1, "num_frames": 2})
+    done = s.wait(job["id"])
+    assert done["status"] == "succeeded"
+
+    # Then Flower has the task, found by the job id, with the model and the worker the job row names
+    def tasks() -> dict[str, Any]:
+        r = httpx.get(f"{flower}/api/tasks", params={"search": job["id"]}, auth=(USER, PASSWORD), timeout=30)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    def finished_render(ts: dict[str, Any]) -> dict[str, Any] | None:
+        return next((t for t in ts.values() if t.get("state") == "SUCCESS"), None)
+
+    task = poll(tasks, finished_render)
+    assert task["name"] == "svdq.render"
+    assert task["args"] == f"job={job['id']} model=tiny"
+    assert task["worker"] == done["worker"] and done["worker"] in names
+
+
+@pytest.mark.parametrize(("auth", "says"), [
+    (None, "set SVDQ_FLOWER_BASIC_AUTH=user:password"),
+    ("admin:changeme", "placeholder or shorter than 12 characters"),
+    ("admin:Xy9q", "placeholder or shorter than 12 characters"),
+    ("no-colon-here", "must be user:password"),
+])
+def test_flower_outside_dev_refuses_to_start_without_real_credentials_and_says_what_to_set(
+        auth: str | None, says: str) -> None:
+    env = {**os.environ, "SVDQ_ENV": "prod", "SVDQ_REDIS_URL": "redis://127.0.0.1:1/0",
+           "SVDQ_BOOTSTRAP_API_KEY": "svdq_" + "k" * 40}
+    env.pop("SVDQ_FLOWER_BASIC_AUTH", None)
+    if auth is not None:
+        env["SVDQ_FLOWER_BASIC_AUTH"] = auth
+    r = subprocess.run([sys.executable, "-m", "client.cli", "flower", "--port", str(free_port())], env=env,
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert says in r.stderr and "SVDQ_FLOWER_BASIC_AUTH" in r.stderr
+    # a sentence, not a traceback, and never the secret itself
+    password = (auth or "").partition(":")[2]
+    assert "Traceback" not in r.stderr and (not password or password not in r.stderr)
+
+
+def test_a_worker_pinned_to_a_gpu_is_named_by_model_gpu_and_pid() -> None:
+    assert worker_name("svd-xt", "cuda", "1", 4242, "box") == "svd-xt-gpu1-w4242@box"
+    assert worker_name("tiny", "cuda:0", None, 7, "box") == "tiny-cuda0-w7@box"
