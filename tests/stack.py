@@ -126,7 +126,9 @@ def build_stack(tmp: Path, *, database_url: str, storage_url: str, redis_url: st
     env = {
         **os.environ, "HF_HUB_OFFLINE": "1", "SVDQ_DATABASE_URL": database_url, "SVDQ_STORAGE_URL": storage_url,
         "SVDQ_REDIS_URL": redis_url, "SVDQ_CACHE_DIR": str(tiny_cache), "SVDQ_BOOTSTRAP_API_KEY": API_KEY,
-        "SVDQ_DEVICE": "cpu", "SVDQ_PROGRESS_INTERVAL_S": "0.05", "SVDQ_RATE_LIMIT_PER_S": "1000", **extra,
+        "SVDQ_DEVICE": "cpu", "SVDQ_PROGRESS_INTERVAL_S": "0.05", "SVDQ_RATE_LIMIT_PER_S": "1000",
+        "SVDQ_WORKER_METRICS_PORT": "0",  # many test workers at once: no exporter unless a test asks for one
+        **extra,
     }
     if s3_endpoint:
         env.update({"SVDQ_S3_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing",
