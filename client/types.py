@@ -64,6 +64,10 @@ class Job(ApiModel):
     error: ErrorInfo | None = None
     reused_from: str | None = None
     rerun_of: str | None = None
+    cancel_requested: bool = False
+    sweep_cell: dict[str, Any] | None = None
+    sweep_index: int | None = None
+    runtime: dict[str, Any] | None = None
 
     @property
     def done(self) -> bool:

@@ -90,7 +90,7 @@ def test_a_submitted_job_reports_rising_progress_and_downloads_a_video_that_deco
                        reuse=False)
         assert isinstance(job, Job) and job.status == "queued" and job.params["seed"] == 5
         # When it is followed to its end
-        done = c.wait(job, on_progress=seen.append, timeout=120)
+        done = c.wait(job, on_progress=seen.append, timeout=180)
         path = c.download(done, tmp_path / "out" / "v.mp4")
     # Then progress rose step by step to the last one, and the video decodes to what was asked
     assert_progress_rises_to_the_end(seen, 6)
@@ -150,6 +150,21 @@ def test_list_jobs_follows_the_cursor_across_pages(sqlite_stack: Stack) -> None:
         listed = [j.id for j in c.list_jobs(page_size=2) if j.image_id == image.id]
     assert len(first.items) == 2 and first.next_cursor
     assert listed == made[::-1]  # newest first, the third only on a later page
+
+
+def test_a_rerun_is_a_new_job_with_the_same_seed_that_renders_again(sqlite_stack: Stack) -> None:
+    with Client(sqlite_stack.serve(), API_KEY) as c:
+        first = c.wait(c.submit(unique_png(), num_inference_steps=1, num_frames=2, reuse=False), timeout=180)
+        again = c.rerun(first)
+        done = c.wait(again, timeout=180)
+    assert again.id != first.id and again.rerun_of == first.id
+    assert done.status == "succeeded" and done.params["seed"] == first.params["seed"] and done.reused_from is None
+
+
+def test_models_list_the_tiny_model_with_a_ready_worker(sqlite_stack: Stack) -> None:
+    with Client(sqlite_stack.serve(), API_KEY) as c:
+        tiny = {m.name: m for m in c.models()}["tiny"]
+    assert tiny.workers_ready >= 1 and tiny.defaults["num_inference_steps"] > 0
 
 
 # the retry policy, against a scripted server ------------------------------------------------------

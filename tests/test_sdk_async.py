@@ -25,7 +25,7 @@ def test_an_async_submit_streams_progress_and_downloads_a_video_that_decodes(
         async with AsyncClient(sqlite_stack.serve(), API_KEY) as c:
             job = await c.submit(unique_png(), num_inference_steps=5, num_frames=4, width=128, height=128, fps=6,
                                  reuse=False)
-            done = await c.wait(job, on_progress=seen.append, timeout=120)
+            done = await c.wait(job, on_progress=seen.append, timeout=180)
             return done, await c.download(done, tmp_path / "v.mp4")
 
     done, path = asyncio.run(scenario())

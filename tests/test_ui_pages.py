@@ -225,6 +225,7 @@ def test_a_failed_job_shows_its_error_code_and_message(browser: Browser, base: s
         assert fail_job(s, job_id=job["id"], worker=None, code="render_failed",
                         message="CUDA ran out of memory twice; lower width, height or num_frames.")
     engine.dispose()
+    sqlite_stack.client.app.state.svdq.signals.dequeued("svd", job["id"])  # type: ignore[attr-defined]
     # When its page opens
     with open_tab(browser, f"{base}/ui/jobs/{job['id']}") as tab:
         tab.sign_in()
