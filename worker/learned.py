@@ -30,6 +30,7 @@ from worker.postprocess import (
     _check_fps,
     _check_frames,
     _check_stop,
+    frame_schedule,
     interpolated_frame_count,
 )
 from worker.rife import PAD_MULTIPLE, ifnet_from_state_dict
@@ -154,14 +155,11 @@ class Interpolator:
         count = interpolated_frame_count(n, src_fps, dst_fps)
         out = np.empty((count, h, w, 3), dtype=np.uint8)
         todo: list[tuple[int, int, float]] = []  # (output index, left source frame, t between it and the next)
-        for k in range(count):
-            i0, rem = divmod(k * src_fps, dst_fps)
-            if i0 >= n - 1:
-                out[k] = frames[n - 1]
-            elif rem == 0:
+        for k, i0, t in frame_schedule(n, src_fps, dst_fps):
+            if t is None:
                 out[k] = frames[i0]
             else:
-                todo.append((k, i0, rem / dst_fps))
+                todo.append((k, i0, t))
         ph, pw = -h % PAD_MULTIPLE, -w % PAD_MULTIPLE
         self.last_chunk = chunk_size(self.device, self.bytes_per_frame(h + ph, w + pw))
         for chunk in _chunks(todo, self.last_chunk):

@@ -98,6 +98,18 @@ def interpolated_frame_count(n: int, src_fps: int, dst_fps: int) -> int:
     return max(1, (2 * n * dst_fps + src_fps) // (2 * src_fps))
 
 
+def frame_schedule(n: int, src_fps: int, dst_fps: int) -> Iterator[tuple[int, int, float | None]]:
+    """(output index k, source frame i, t) for every output frame: t None copies source frame i bit for bit
+    (k lands on it, or lies past the last source frame), else the frame sits t of the way from i to i + 1.
+    Positions are computed in integers so that landing on a source frame is exact."""
+    for k in range(interpolated_frame_count(n, src_fps, dst_fps)):
+        i0, rem = divmod(k * src_fps, dst_fps)
+        if i0 >= n - 1:
+            yield k, n - 1, None
+        else:
+            yield k, i0, (rem / dst_fps if rem else None)
+
+
 def interpolate_blend(frames: np.ndarray, src_fps: int, dst_fps: int, *,
                       should_stop: StopCheck | None = None) -> np.ndarray:
     """Output frame k sits at source position p = k * src_fps / dst_fps and is the linear blend
@@ -109,15 +121,12 @@ def interpolate_blend(frames: np.ndarray, src_fps: int, dst_fps: int, *,
     n, h, w, _ = frames.shape
     count = interpolated_frame_count(n, src_fps, dst_fps)
     out = np.empty((count, h, w, 3), dtype=np.uint8)
-    for k in range(count):
+    for k, i0, frac in frame_schedule(n, src_fps, dst_fps):
         _check_stop(should_stop)
-        i0, rem = divmod(k * src_fps, dst_fps)
-        if i0 >= n - 1:
-            out[k] = frames[n - 1]
-        elif rem == 0:
+        if frac is None:
             out[k] = frames[i0]
         else:
-            t = np.float32(rem / dst_fps)
+            t = np.float32(frac)
             mixed = frames[i0].astype(np.float32) * (np.float32(1) - t) + frames[i0 + 1].astype(np.float32) * t
             out[k] = np.clip(np.floor(mixed + np.float32(0.5)), 0, 255).astype(np.uint8)
     return out
