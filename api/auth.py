@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 
 from sqlalchemy import select
@@ -14,6 +15,7 @@ from models.tables import ApiKey, utcnow
 from models.webhooks import new_secret
 
 PREFIX_LEN = 12
+log = logging.getLogger("svdq.api")
 
 
 def hash_key(key: str) -> str:
@@ -40,8 +42,17 @@ def store_key(session: Session, key: str, *, name: str, is_admin: bool = False,
 
 
 def ensure_key(session: Session, key: str, *, name: str) -> ApiKey:
-    found = find_key(session, key)
-    return found if found is not None else store_key(session, key, name=name, is_admin=True)
+    """The bootstrap key's row, made if missing. A revoked one stays revoked: a restart must not bring back a
+    key an operator took away."""
+    row = session.scalars(select(ApiKey).where(ApiKey.prefix == key_prefix(key))).first()
+    if row is None:
+        return store_key(session, key, name=name, is_admin=True)
+    if not hmac.compare_digest(row.key_hash, hash_key(key)):
+        raise ValueError("SVDQ_BOOTSTRAP_API_KEY shares its prefix with another key; set a new random one")
+    if row.revoked_at is not None:
+        log.warning("SVDQ_BOOTSTRAP_API_KEY was revoked (%s) and stays revoked; set a new one to bootstrap again",
+                    row.id)
+    return row
 
 
 def find_key(session: Session, key: str) -> ApiKey | None:

@@ -225,10 +225,11 @@ def test_every_svdq_variable_in_the_configmap_and_secret_is_a_setting(overlay: s
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_api_probes_use_healthz_and_readyz(overlay: str) -> None:
+def test_api_probes_use_healthz_so_outages_answer_503(overlay: str) -> None:
     (c,) = of_kind(rendered(overlay), "Deployment")["svdq-api"]["spec"]["template"]["spec"]["containers"]
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # not /readyz: an outage of a shared service must give clients 503s, not an empty Service
+    assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
 
 
 def test_the_lists_keda_counts_are_the_lists_a_real_redis_holds_after_enqueueing() -> None:

@@ -94,6 +94,20 @@ def test_keys_create_prints_a_key_that_works(tmp_path: Path, redis_url: str) -> 
         assert c.get("/v1/jobs", headers={"Authorization": f"Bearer {key}x"}).status_code == 401
 
 
+def test_a_revoked_bootstrap_key_stays_revoked_across_restarts(tmp_path: Path, redis_url: str) -> None:
+    h = {"Authorization": f"Bearer {API_KEY}"}
+    with app_with(tmp_path, redis_url) as c:
+        key_id = c.get("/v1/keys/self", headers=h).json()["id"]
+    revoked = subprocess.run([sys.executable, "-m", "client.cli", "keys", "revoke", key_id], cwd=ROOT,
+                             env={**os.environ, "SVDQ_DATABASE_URL": f"sqlite:///{tmp_path}/svc.db"},
+                             capture_output=True, text=True)
+    assert revoked.returncode == 0, revoked.stderr
+    # When the API starts again with the same SVDQ_BOOTSTRAP_API_KEY, Then it starts and the key stays refused
+    with app_with(tmp_path, redis_url) as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/v1/jobs", headers=h).status_code == 401
+
+
 @pytest.fixture
 def no_storage_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)  # the moto fixtures set a placeholder one
