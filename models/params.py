@@ -67,6 +67,28 @@ def pydantic_errors(exc: ValidationError, prefix: str) -> list[FieldError]:
     return out
 
 
+# ranges that hold for every model; the rest follow the model's limits (see param_ranges)
+FIXED_RANGES: dict[str, tuple[float, float]] = {
+    "fps": (1, 60), "motion_bucket_id": (0, 1023), "noise_aug_strength": (0.0, 1.0),
+    "min_guidance_scale": (0.0, 20.0), "max_guidance_scale": (0.0, 20.0),
+}
+
+
+def param_ranges(spec: ModelSpec) -> dict[str, dict[str, float]]:
+    """Every numeric parameter's bounds for this model, as GET /v1/models publishes them. width and height
+    are multiples of 64 with width * height <= limits.max_pixels; decode_chunk_size is also at most num_frames."""
+    lim = spec.limits
+    return {
+        "width": {"min": 64, "max": lim.max_side, "multiple_of": 64},
+        "height": {"min": 64, "max": lim.max_side, "multiple_of": 64},
+        "num_frames": {"min": 2, "max": lim.max_frames},
+        "num_inference_steps": {"min": 1, "max": lim.max_steps},
+        **{name: {"min": lo, "max": hi} for name, (lo, hi) in FIXED_RANGES.items()},
+        "decode_chunk_size": {"min": 1, "max": lim.max_frames},
+        "seed": {"min": 0, "max": MAX_SEED},
+    }
+
+
 def _range(errors: list[FieldError], name: str, value: float, lo: float, hi: float) -> None:
     if not lo <= value <= hi:
         errors.append(FieldError(field=f"params.{name}", message=f"must be between {lo} and {hi}, got {value}"))
@@ -95,13 +117,9 @@ def resolve_params(spec: ModelSpec, raw: dict[str, Any]) -> tuple[dict[str, Any]
             field="params.width",
             message=f"{p['width']}x{p['height']} is over {spec.name}'s limit of {lim.max_pixels} pixels",
         ))
-    _range(errors, "num_frames", p["num_frames"], 2, lim.max_frames)
-    _range(errors, "num_inference_steps", p["num_inference_steps"], 1, lim.max_steps)
-    _range(errors, "fps", p["fps"], 1, 60)
-    _range(errors, "motion_bucket_id", p["motion_bucket_id"], 0, 1023)
-    _range(errors, "noise_aug_strength", p["noise_aug_strength"], 0.0, 1.0)
-    _range(errors, "min_guidance_scale", p["min_guidance_scale"], 0.0, 20.0)
-    _range(errors, "max_guidance_scale", p["max_guidance_scale"], 0.0, 20.0)
+    ranges = param_ranges(spec)
+    for name in ("num_frames", "num_inference_steps", *FIXED_RANGES):
+        _range(errors, name, p[name], ranges[name]["min"], ranges[name]["max"])
     if p["min_guidance_scale"] > p["max_guidance_scale"]:
         errors.append(FieldError(field="params.min_guidance_scale",
                                  message="must not be above max_guidance_scale"))

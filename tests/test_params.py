@@ -67,3 +67,21 @@ def test_output_formats() -> None:
     assert resolve_output({}) == ({"format": "mp4"}, [])
     assert resolve_output({"format": "gif"})[0] == {"format": "gif"}
     assert fields(resolve_output({"format": "avi"})[1]) == ["output.format"]
+
+
+@pytest.mark.parametrize("model", sorted(REGISTRY))
+def test_the_published_ranges_are_exactly_what_validation_accepts(model: str) -> None:
+    from models.params import param_ranges
+
+    spec = REGISTRY[model]
+    ranges = param_ranges(spec)
+    base = {"width": 128, "height": 64, "num_frames": spec.limits.max_frames, "max_guidance_scale": 20.0}
+    for name, r in ranges.items():
+        if name in ("width", "height"):
+            continue  # multiples of 64 under a pixel budget: checked in their own tests
+        step = 1 if isinstance(r["min"], int) and isinstance(r["max"], int) else 0.01
+        for value, ok in ((r["min"], True), (r["max"], True), (r["min"] - step, False), (r["max"] + step, False)):
+            if isinstance(step, int):
+                value = int(value)
+            _, errors = resolve_params(spec, {**base, name: value})
+            assert (f"params.{name}" not in fields(errors)) is ok, (name, value, errors)

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from api.deps import CurrentKey, StateDep
 from api.limits_redis import limits_for
+from models.params import param_ranges
 from models.presence import ready_workers
 from models.registry import REGISTRY
 from worker.postprocess import union_methods
@@ -33,7 +34,7 @@ def list_models(state: StateDep, key: CurrentKey) -> list[dict[str, Any]]:
         out.append({
             "name": spec.name, "description": spec.description,
             "source": state.settings.model_source(spec.name) or "built-in (random weights)",
-            "defaults": spec.defaults, "limits": spec.limits.as_dict(),
+            "defaults": spec.defaults, "limits": spec.limits.as_dict(), "ranges": param_ranges(spec),
             "workers_ready": len(workers),
             # what the ready workers advertise: weight-free methods always, "learned" where one has the weights
             "postprocess": union_methods(w.get("postprocess") or {} for w in workers),

@@ -1,22 +1,23 @@
 // The start page: a submit form built from GET /v1/models, and recent jobs with live progress bars.
 import {TERMINAL, api, el, percent, showError, start, statusText, watchJob} from "./common.js";
 
-// Ranges that do not depend on the model mirror models/params.py; the rest come from the model's limits.
+// Every range comes from the model's `ranges` in GET /v1/models (the server's own validation bounds).
 const FIELDS = [
-  {name: "width", label: "Width (px)", min: 64, max: (l) => l.max_side, step: 64,
+  {name: "width", label: "Width (px)", step: 64,
     note: (l) => `multiple of 64, width × height ≤ ${l.max_pixels} pixels`},
-  {name: "height", label: "Height (px)", min: 64, max: (l) => l.max_side, step: 64, note: () => "multiple of 64"},
+  {name: "height", label: "Height (px)", step: 64, note: () => "multiple of 64"},
   {name: "resize", label: "Fit the image by", options: ["crop", "pad", "stretch"]},
-  {name: "num_frames", label: "Frames", min: 2, max: (l) => l.max_frames, step: 1},
-  {name: "num_inference_steps", label: "Denoising steps", min: 1, max: (l) => l.max_steps, step: 1},
-  {name: "fps", label: "Frames per second", min: 1, max: 60, step: 1},
-  {name: "motion_bucket_id", label: "Motion bucket", min: 0, max: 1023, step: 1},
-  {name: "noise_aug_strength", label: "Noise augmentation", min: 0, max: 1, step: 0.01, float: true},
-  {name: "min_guidance_scale", label: "Min guidance scale", min: 0, max: 20, step: 0.1, float: true},
-  {name: "max_guidance_scale", label: "Max guidance scale", min: 0, max: 20, step: 0.1, float: true},
-  {name: "decode_chunk_size", label: "Decode chunk size", min: 1, max: (l) => l.max_frames, step: 1,
+  {name: "num_frames", label: "Frames", step: 1},
+  {name: "num_inference_steps", label: "Denoising steps", step: 1},
+  {name: "fps", label: "Frames per second", step: 1},
+  {name: "motion_bucket_id", label: "Motion bucket", step: 1},
+  {name: "noise_aug_strength", label: "Noise augmentation", step: 0.01, float: true},
+  {name: "min_guidance_scale", label: "Min guidance scale", step: 0.1, float: true},
+  {name: "max_guidance_scale", label: "Max guidance scale", step: 0.1, float: true},
+  {name: "decode_chunk_size", label: "Decode chunk size", step: 1, note: () => "at most the frames",
     blank: "empty: the worker picks what fits its memory"},
-  {name: "seed", label: "Seed", min: 0, max: "9223372036854775807", step: 1,
+  // 2**63 - 1 is past a JavaScript number's exact range, so it is written out rather than read from JSON
+  {name: "seed", label: "Seed", step: 1, max: "9223372036854775807",
     blank: "empty: the server picks one and records it"},
 ];
 const LIVE_STREAMS = 3;  // a browser allows ~6 connections per host; leave room for the page's own calls
@@ -24,7 +25,10 @@ let models = [];
 const rows = new Map(), streaming = new Set();
 
 function model() { return models.find((m) => m.name === document.getElementById("model").value); }
-function bound(v, limits) { return typeof v === "function" ? v(limits) : v; }
+function bounds(f, m) {
+  const r = m.ranges[f.name];
+  return {min: r.min, max: f.max !== undefined ? f.max : r.max};
+}
 
 function buildFields() {
   buildPostprocess();
@@ -39,10 +43,11 @@ function buildFields() {
       input = el("select", {id, name: f.name}, ...f.options.map((o) => el("option", {value: o, textContent: o})));
       input.value = def;
     } else {
-      input = el("input", {id, name: f.name, type: "number", min: f.min, max: bound(f.max, m.limits), step: f.step,
+      const {min, max} = bounds(f, m);
+      input = el("input", {id, name: f.name, type: "number", min, max, step: f.step,
         value: def === null ? "" : def, placeholder: def === null ? "auto" : ""});
     }
-    const range = f.options ? f.options.join(" | ") : `${f.min}–${bound(f.max, m.limits)}`;
+    const range = f.options ? f.options.join(" | ") : `${bounds(f, m).min}–${bounds(f, m).max}`;
     const note = [f.note && f.note(m.limits), f.blank].filter(Boolean).join("; ");
     const hint = el("span", {id: id + "-hint", className: "hint",
       textContent: `default ${def === null ? "auto" : def} · ${range}` + (note ? ` · ${note}` : "")});
