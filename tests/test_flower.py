@@ -27,6 +27,7 @@ def flower(sqlite_stack: Stack) -> Iterator[str]:
     """`svdq flower` as a production operator runs it, on the stack's broker; its URL."""
     port = free_port()
     env = {**sqlite_stack.env, "SVDQ_ENV": "prod", "SVDQ_FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}
+    env.pop("AWS_SECRET_ACCESS_KEY", None)  # see below
     log_path = sqlite_stack.tmp / f"flower-{port}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "client.cli", "flower", "--port", str(port)], cwd=ROOT,
@@ -107,6 +108,7 @@ def test_flower_outside_dev_refuses_to_start_without_real_credentials_and_says_w
     env = {**os.environ, "SVDQ_ENV": "prod", "SVDQ_REDIS_URL": "redis://127.0.0.1:1/0",
            "SVDQ_BOOTSTRAP_API_KEY": "svdq_" + "k" * 40}
     env.pop("SVDQ_FLOWER_BASIC_AUTH", None)
+    env.pop("AWS_SECRET_ACCESS_KEY", None)  # the S3 test stacks set a placeholder one, which prod refuses first
     if auth is not None:
         env["SVDQ_FLOWER_BASIC_AUTH"] = auth
     r = subprocess.run([sys.executable, "-m", "client.cli", "flower", "--port", str(free_port())], env=env,
