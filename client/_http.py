@@ -160,8 +160,23 @@ def get(job: JobRef) -> Op[Job]:
     return Job.model_validate((yield Call("GET", f"/v1/jobs/{job_id(job)}")))
 
 
+def advance(op: Op[T], answer: Any, error: SvdqError | None) -> Call:
+    """The op's next call, given the last call's answer, or with its error raised inside the op (which may
+    handle it); StopIteration carries the op's result."""
+    return op.throw(error) if error is not None else op.send(answer)
+
+
 def cancel(job: JobRef) -> Op[Job]:
-    return Job.model_validate((yield Call("POST", f"/v1/jobs/{job_id(job)}/cancel")))
+    try:
+        return Job.model_validate((yield Call("POST", f"/v1/jobs/{job_id(job)}/cancel")))
+    except SvdqError as exc:
+        # a cancel retried after a dropped answer finds the job canceled by its first try: that is success
+        if exc.code != "job_finished":
+            raise
+        now = Job.model_validate((yield Call("GET", f"/v1/jobs/{job_id(job)}")))
+        if now.status != "canceled":
+            raise
+        return now
 
 
 def rerun(job: JobRef, idempotency_key: str | None) -> Op[Job]:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import httpx
 
 from client import _http as ops
-from client._http import Call, ImageArg, JobRef, Op, ProgressCallback, RetryPolicy, Watch
+from client._http import Call, ImageArg, JobRef, Op, ProgressCallback, RetryPolicy, SvdqError, Watch
 from client.types import Image, Job, Model, Page, Sweep
 
 T = TypeVar("T")
@@ -51,9 +51,14 @@ class AsyncClient:
 
     async def _run(self, op: Op[T]) -> T:
         answer: Any = None
+        error: SvdqError | None = None
         try:
             while True:
-                answer = await self.send(op.send(answer))
+                call = ops.advance(op, answer, error)
+                try:
+                    answer, error = await self.send(call), None
+                except SvdqError as exc:
+                    answer, error = None, exc
         except StopIteration as end:
             result: T = end.value
             return result

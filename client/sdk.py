@@ -54,9 +54,14 @@ class Client:
 
     def _run(self, op: Op[T]) -> T:
         answer: Any = None
+        error: SvdqError | None = None
         try:
             while True:
-                answer = self.send(op.send(answer))
+                call = ops.advance(op, answer, error)
+                try:
+                    answer, error = self.send(call), None
+                except SvdqError as exc:
+                    answer, error = None, exc
         except StopIteration as end:
             result: T = end.value
             return result

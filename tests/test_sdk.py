@@ -226,3 +226,18 @@ def test_typed_results_keep_fields_a_newer_server_adds() -> None:
     with Client("http://svdq.test", "k", transport=transport) as c:
         job = c.get("job_1")
     assert job.model_dump()["a_field_from_a_newer_server"] == [1] and not job.done
+
+
+def test_a_cancel_whose_answer_was_lost_is_not_reported_as_a_failure() -> None:
+    # Given a cancel that the server carried out but whose answer the client never got, so the retry meets 409
+    finished = httpx.Response(409, json={"error": {"code": "job_finished", "message": "already canceled"}})
+    transport, seen = scripted([finished, httpx.Response(200, json={**JOB, "status": "canceled"})])
+    with Client("http://svdq.test", "k", transport=transport) as c:
+        # Then cancel answers with the canceled job
+        assert c.cancel("job_1").status == "canceled"
+    assert [(r.method, r.url.path) for _, r in seen] == [("POST", "/v1/jobs/job_1/cancel"), ("GET", "/v1/jobs/job_1")]
+    # but a job that finished some other way is still the 409 it was
+    transport, _ = scripted([finished, httpx.Response(200, json={**JOB, "status": "succeeded"})])
+    with Client("http://svdq.test", "k", transport=transport) as c, pytest.raises(SvdqError) as refused:
+        c.cancel("job_1")
+    assert refused.value.code == "job_finished" and refused.value.status == 409
