@@ -7,8 +7,10 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from api.deps import CurrentKey, SessionDep, StateDep
+from api.docs import answers
 from api.errors import ApiError
 from api.services import image_view, store_image
+from models import schemas
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
@@ -32,7 +34,8 @@ async def read_upload(request: Request, *, field: str = "image") -> tuple[bytes,
     return data, form
 
 
-@router.post("", status_code=201, openapi_extra=UPLOAD_SCHEMA)
+@router.post("", status_code=201, openapi_extra=UPLOAD_SCHEMA,
+             responses=answers(201, schemas.Image, "The stored image; the same bytes give the same id.", 413, 415, 422))
 async def upload_image(request: Request, state: StateDep, session: SessionDep, key: CurrentKey) -> JSONResponse:
     data, _ = await read_upload(request)
     img, _created = store_image(state=state, session=session, key=key, data=data)

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import idempotency
 from api.deps import CurrentKey, SessionDep, StateDep
+from api.docs import answers
 from api.errors import ApiError
 from api.idempotency import request_hash
 from api.limits_redis import check_capacity
@@ -32,6 +33,7 @@ from api.services import (
 )
 from api.sse import job_event_stream
 from api.state import AppState
+from models import schemas
 from models.params import FieldError, JobSpec
 from models.states import JobStatus
 from models.tables import ApiKey, WebhookDelivery
@@ -115,7 +117,9 @@ def _submit(*, state: AppState, session: Session, key: ApiKey, spec: JobSpec, da
     return job_view(state=state, session=session, job=job, base_url=base), 202
 
 
-@router.post("", status_code=202, openapi_extra=CREATE_SCHEMA)
+@router.post("", status_code=202, openapi_extra=CREATE_SCHEMA,
+             responses=answers(202, schemas.Job, "The job, queued (or finished at once from a reused result).",
+                               404, 409, 413, 415, 422))
 async def submit_job(request: Request, state: StateDep, session: SessionDep, key: CurrentKey) -> JSONResponse:
     idem = request.headers.get("idempotency-key")
     idem_key = idempotency.check_key(idem) if idem is not None else None
@@ -125,7 +129,7 @@ async def submit_job(request: Request, state: StateDep, session: SessionDep, key
     return JSONResponse(body, status_code=status)
 
 
-@router.get("")
+@router.get("", response_model=None, responses=answers(200, schemas.Page[schemas.Job], "Newest first.", 422))
 def jobs_list(request: Request, state: StateDep, session: SessionDep, key: CurrentKey,
               status: str | None = None, sweep_id: str | None = None, limit: int = 50,
               cursor: str | None = None) -> dict[str, Any]:
@@ -136,7 +140,7 @@ def jobs_list(request: Request, state: StateDep, session: SessionDep, key: Curre
             "next_cursor": next_cursor}
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", response_model=None, responses=answers(200, schemas.Job, "The job.", 404))
 def job_detail(job_id: str, request: Request, state: StateDep, session: SessionDep, key: CurrentKey) -> dict[str, Any]:
     job = get_job(session=session, key=key, job_id=job_id)
     return job_view(state=state, session=session, job=job, base_url=base_url(request))
@@ -160,7 +164,9 @@ def _finished(session: SessionDep, key: CurrentKey, job_id: str) -> dict[str, An
     return job.result
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", responses={
+    **answers(200, schemas.Job, "It was queued: canceled now.", 404, 409),
+    202: {"model": schemas.Job, "description": "It is running: it stops at its next step."}})
 def cancel(job_id: str, request: Request, state: StateDep, session: SessionDep, key: CurrentKey) -> JSONResponse:
     job, outcome = cancel_job(state=state, session=session, key=key, job_id=job_id)
     view = job_view(state=state, session=session, job=job, base_url=base_url(request))
@@ -168,7 +174,8 @@ def cancel(job_id: str, request: Request, state: StateDep, session: SessionDep, 
     return JSONResponse(view, status_code=200 if outcome == "canceled" else 202)
 
 
-@router.post("/{job_id}/rerun", status_code=202)
+@router.post("/{job_id}/rerun", status_code=202,
+             responses=answers(202, schemas.Job, "The new job, queued.", 404, 409))
 def rerun(job_id: str, request: Request, state: StateDep, session: SessionDep, key: CurrentKey) -> JSONResponse:
     job = rerun_job(state=state, session=session, key=key, job=get_job(session=session, key=key, job_id=job_id))
     return JSONResponse(job_view(state=state, session=session, job=job, base_url=base_url(request)), status_code=202)

@@ -5,7 +5,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import CurrentKey, StateDep
+from api.docs import answers
 from api.limits_redis import limits_for
+from models import schemas
 from models.params import param_ranges
 from models.presence import ready_workers
 from models.registry import REGISTRY
@@ -23,7 +25,7 @@ def key_self(key: CurrentKey, state: StateDep) -> dict[str, Any]:
             "limits": limits_for(key, state.settings).as_dict()}
 
 
-@router.get("")
+@router.get("", response_model=None, responses=answers(200, list[schemas.Model], "Every model svdq serves."))
 def list_models(state: StateDep, key: CurrentKey) -> list[dict[str, Any]]:
     out = []
     for spec in REGISTRY.values():

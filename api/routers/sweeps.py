@@ -9,10 +9,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from api.deps import CurrentKey, SessionDep, StateDep
+from api.docs import answers
 from api.errors import ApiError
 from api.routers.jobs import base_url, serve_stored
 from api.services import job_view, list_jobs
 from api.sweeps import cancel_sweep, create_sweep, get_sweep, parse_sweep, sweep_view
+from models import schemas
 from models.tables import SweepGrid
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
@@ -46,7 +48,8 @@ async def _read(request: Request) -> tuple[Any, list[bytes]]:
                    "parts and a 'spec' part.")
 
 
-@router.post("", status_code=202, openapi_extra=CREATE_SCHEMA)
+@router.post("", status_code=202, openapi_extra=CREATE_SCHEMA,
+             responses=answers(202, schemas.Sweep, "The sweep, its cells queued.", 404, 413, 415, 422))
 async def submit_sweep(request: Request, state: StateDep, session: SessionDep, key: CurrentKey) -> JSONResponse:
     raw, uploads = await _read(request)
     spec = parse_sweep(raw)
@@ -59,14 +62,15 @@ async def submit_sweep(request: Request, state: StateDep, session: SessionDep, k
     return JSONResponse(await run_in_threadpool(create), status_code=202)
 
 
-@router.get("/{sweep_id}")
+@router.get("/{sweep_id}", response_model=None, responses=answers(200, schemas.Sweep, "The sweep.", 404))
 def sweep_detail(sweep_id: str, request: Request, state: StateDep, session: SessionDep,
                  key: CurrentKey) -> dict[str, Any]:
     sweep = get_sweep(session=session, key=key, sweep_id=sweep_id)
     return sweep_view(state=state, session=session, sweep=sweep, base_url=base_url(request))
 
 
-@router.get("/{sweep_id}/jobs")
+@router.get("/{sweep_id}/jobs", response_model=None,
+            responses=answers(200, schemas.Page[schemas.Job], "The sweep's cells, newest first.", 404, 422))
 def sweep_jobs(sweep_id: str, request: Request, state: StateDep, session: SessionDep, key: CurrentKey,
                status: str | None = None, limit: int = 200, cursor: str | None = None) -> dict[str, Any]:
     get_sweep(session=session, key=key, sweep_id=sweep_id)
@@ -77,7 +81,8 @@ def sweep_jobs(sweep_id: str, request: Request, state: StateDep, session: Sessio
             "next_cursor": next_cursor}
 
 
-@router.post("/{sweep_id}/cancel")
+@router.post("/{sweep_id}/cancel", response_model=None,
+             responses=answers(200, schemas.Sweep, "The sweep; its queued cells canceled.", 404, 409))
 def sweep_cancel(sweep_id: str, request: Request, state: StateDep, session: SessionDep,
                  key: CurrentKey) -> dict[str, Any]:
     sweep = cancel_sweep(state=state, session=session, key=key, sweep_id=sweep_id)
