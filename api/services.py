@@ -231,7 +231,7 @@ def enqueue(*, state: AppState, session: Session, job: Job) -> None:
         state.celery.send_task(RENDER_TASK, args=[job.id], queue=queue_name(job.model),
                                priority=broker_priority(job.priority))
     except Exception as exc:
-        log.error("enqueue of %s failed: %s", job.id, exc)
+        log.error("enqueue of %s failed: %s", job.id, exc, extra={"job_id": job.id})
         if fail_job(session, job_id=job.id, worker=None, code="queue_unavailable",
                     message="The job queue (Redis) did not accept the job; submit it again."):
             job_ended(session, job.id)

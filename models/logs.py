@@ -106,6 +106,9 @@ def setup_logging(fmt: str | None = None, level: int = logging.INFO) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # httpx logs every request's full URL at INFO: webhook URLs and image_url links may carry tokens or signatures
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     logging.captureWarnings(True)
 
     def log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:

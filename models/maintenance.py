@@ -42,7 +42,7 @@ def reap(session: Session, *, signals: JobSignals, enqueue: Enqueue, max_attempt
             job_ended(session, job.id)
         if outcome is not None:
             counts[outcome] += 1
-            log.warning("job %s: lease of %s expired; %s", job.id, holder, outcome)
+            log.warning("job %s: lease of %s expired; %s", job.id, holder, outcome, extra={"job_id": job.id})
             signals.publish(job.id, {"type": "status", "status": "queued" if outcome == "requeued" else "failed"})
     return counts
 

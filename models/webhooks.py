@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import select, update
@@ -139,7 +140,10 @@ class WebhookSender:
                               "next_attempt_at": utcnow() + timedelta(seconds=min(backoff, 3600))}
                 session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values))
                 session.commit()
-                log.info("webhook %s %s to %s: %s", d.id, d.event, d.url, error or "delivered")
+                # the host only: a webhook URL's path or query may carry the receiver's token
+                subject = {"job_id": d.resource_id} if d.resource_id.startswith("job_") else {}
+                log.info("webhook %s %s to %s: %s", d.id, d.event, urlsplit(d.url).netloc, error or "delivered",
+                         extra=subject)
         return sent
 
     def _run(self) -> None:

@@ -116,6 +116,22 @@ def test_a_finished_job_is_posted_once_signed_with_the_keys_secret(sqlite_stack:
     assert event["data"]["result"]["frames"] == 2
 
 
+def test_a_delivery_is_logged_with_its_job_id_and_without_the_urls_token(sqlite_stack: Stack,
+                                                                        receiver: Receiver) -> None:
+    s = sqlite_stack
+    job = s.submit(s.upload()["id"], params={"num_inference_steps": 1, "num_frames": 2},
+                   webhook_url=receiver.url + "?token=receiver_secret_token_42")
+    assert s.wait(job["id"])["status"] == "succeeded" and len(receiver.wait_for(1)) == 1
+    deadline, lines = time.monotonic() + 10, []
+    while not lines and time.monotonic() < deadline:
+        logs = "".join(s.worker_log(i) for i in range(len(s.workers)))
+        lines = [json.loads(line) for line in logs.splitlines()
+                 if line.startswith("{") and "webhook" in line and job["id"] in line]
+        time.sleep(0.2)
+    assert lines and all(entry.get("job_id") == job["id"] for entry in lines), lines
+    assert "receiver_secret_token_42" not in logs
+
+
 def test_a_failing_endpoint_is_retried_with_the_same_webhook_id(sqlite_stack: Stack) -> None:
     receiver = Receiver(fail=2)
     s = sqlite_stack
