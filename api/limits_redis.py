@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import ApiError
 from api.state import AppState
-from models.events import queue_key
+from models.events import best_effort, queue_key
 from models.settings import Settings
 from models.states import JobStatus
 from models.tables import ApiKey, Job
@@ -70,13 +70,39 @@ def queue_depth(session: Session, redis: Any, model: str) -> int:
             Job.model == model, Job.status == JobStatus.QUEUED.value)) or 0)
 
 
+OPEN_JOBS_TTL_S = 2.0
+# add to a key's cached open-jobs count only while the count is cached: an INCRBY on a missing key would make
+# a count with no expiry that nothing corrects
+_ADD_IF_CACHED = "if redis.call('exists', KEYS[1]) == 1 then return redis.call('incrby', KEYS[1], ARGV[1]) end"
+
+
+def _count_open_jobs(session: Session, key: ApiKey, limit: int) -> int:
+    """The key's queued and running jobs, counted up to limit + 1 over the (owner_id, status) index."""
+    open_states = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
+    capped = select(Job.id).where(Job.owner_id == key.id, Job.status.in_(open_states)).limit(limit + 1)
+    return int(session.scalar(select(func.count()).select_from(capped.subquery())) or 0)
+
+
+def _open_jobs(state: AppState, session: Session, key: ApiKey, limit: int, *, fresh: bool) -> int:
+    """The key's open jobs: from a count cached in Redis for OPEN_JOBS_TTL_S (so a busy key is counted in SQL at
+    most every couple of seconds, however many jobs it has open), or counted now when `fresh`. The cache only
+    over-counts (finished jobs are not subtracted until it expires), so a refusal is always rechecked fresh."""
+    cache = f"svdq:open:{key.id}"
+    if not fresh:
+        cached = best_effort(state.redis.get, cache)  # None when Redis is away: count in SQL
+        if cached is not None:
+            return int(cached)
+    mine = _count_open_jobs(session, key, limit)
+    best_effort(state.redis.set, cache, mine, px=int(OPEN_JOBS_TTL_S * 1000))
+    return mine
+
+
 def check_capacity(state: AppState, session: Session, *, key: ApiKey, model: str, new_jobs: int) -> None:
     """Refuse work the queues cannot take: the key's own jobs in flight (429), or the model's queue (503)."""
     per_key, per_model = limits_for(key, state.settings).max_open_jobs, state.settings.max_queue_depth
-    open_states = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
-    # counted only up to the limit, over the (owner_id, status) index: cheap however deep the queue is
-    capped = select(Job.id).where(Job.owner_id == key.id, Job.status.in_(open_states)).limit(per_key + 1)
-    mine = session.scalar(select(func.count()).select_from(capped.subquery())) or 0
+    mine = _open_jobs(state, session, key, per_key, fresh=False)
+    if mine + new_jobs > per_key:
+        mine = _open_jobs(state, session, key, per_key, fresh=True)
     if mine + new_jobs > per_key:
         raise ApiError(429, "rate_limited", f"This key has {mine} jobs queued or running, and the limit is "
                        f"{per_key}; wait for some to finish.", headers={"Retry-After": "10"})
@@ -84,3 +110,4 @@ def check_capacity(state: AppState, session: Session, *, key: ApiKey, model: str
     if queued + new_jobs > per_model:
         raise ApiError(503, "queue_full", f"The {model} queue is full ({queued} jobs waiting); retry later.",
                        headers={"Retry-After": "30"})
+    best_effort(state.redis.eval, _ADD_IF_CACHED, 1, f"svdq:open:{key.id}", new_jobs)

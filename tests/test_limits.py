@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -106,3 +107,31 @@ def test_a_keys_own_rate_limit_is_enforced(tmp_path: Path, redis_url: str) -> No
         codes = [c.get("/v1/jobs", headers=slow).status_code for _ in range(8)]
         assert codes.count(429) >= 4, codes  # at most 2 per second (4 if the second ticked over)
         assert all(c.get("/v1/jobs", headers=H).status_code == 200 for _ in range(8))
+
+
+def test_a_keys_open_jobs_are_counted_in_sql_once_per_ttl_and_a_refusal_is_rechecked(
+        tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis
+
+    import api.limits_redis as limits
+    from models.db import session_scope
+    from models.tables import Job
+
+    redis.Redis.from_url(redis_url + "/6").flushdb()
+    counted: list[int] = []
+    real_count = limits._count_open_jobs
+    monkeypatch.setattr(limits, "_count_open_jobs", lambda *a: counted.append(1) or real_count(*a))
+    monkeypatch.setattr(limits, "OPEN_JOBS_TTL_S", 60.0)
+    with replica(tmp_path, redis_url, max_open_jobs_per_key=3, rate_limit_per_s=0) as c:
+        image = c.post("/v1/images", headers=H, files={"image": ("a.png", sample_png())}).json()
+        body = {"model": "svd", "image_id": image["id"], "reuse": False}
+        # Given a key well under its limit: one SQL count, then the cached count (plus what was added) serves
+        assert [c.post("/v1/jobs", headers=H, json=body).status_code for _ in range(3)] == [202] * 3
+        assert len(counted) == 1
+        # When the cache says the limit is reached, the refusal is checked against SQL first
+        assert c.post("/v1/jobs", headers=H, json=body).status_code == 429 and len(counted) == 2
+        # and a job that ended since (the cache does not see it) makes room at once
+        state = c.app.state.svdq  # type: ignore[attr-defined]
+        with session_scope(state.sessions) as s:
+            s.query(Job).filter(Job.status == "queued").limit(1).one().status = "canceled"
+        assert c.post("/v1/jobs", headers=H, json=body).status_code == 202
