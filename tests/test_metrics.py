@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -107,8 +108,13 @@ def test_metrics_move_as_jobs_succeed_and_are_canceled_while_running_and_while_q
         assert delta(after, before, hist + "_count", **tiny) == 2
         assert delta(after, before, hist + "_bucket", le="+Inf", **tiny) == 2
         assert delta(after, before, hist + "_sum", **tiny) > 0
-    # the quick job waited behind the slow one's render, which ran until the cancel reached it
-    assert delta(after, before, "svdq_job_queue_wait_seconds_sum", **tiny) > 0.1
+    # the waits the histogram adds up are the two started jobs' own, submit to start, as their objects say
+    waited = 0.0
+    for job_id in (slow, quick):
+        job = s.client.get(f"/v1/jobs/{job_id}", headers=s.headers).json()
+        started, created = (datetime.fromisoformat(job[k]) for k in ("started_at", "created_at"))
+        waited += (started - created).total_seconds()
+    assert delta(after, before, "svdq_job_queue_wait_seconds_sum", **tiny) == pytest.approx(waited, abs=0.02)
     buckets = sorted((float(dict(k[1])["le"]), v) for k, v in after.items()
                      if k[0] == "svdq_job_render_seconds_bucket" and dict(k[1]).get("model") == "tiny")
     assert [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative

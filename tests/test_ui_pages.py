@@ -217,6 +217,27 @@ def test_a_second_job_submitted_through_the_form_is_canceled_from_its_page(brows
         tab.check("job-canceled")
 
 
+def test_a_running_job_is_canceled_from_its_page_at_its_next_step(browser: Browser, base: str,
+                                                                  sqlite_stack: Stack) -> None:
+    # Given a slow render that the worker has started
+    s = sqlite_stack
+    image = s.upload(sample_png(color=(10, 160, 90)))
+    job = s.submit(image["id"], params={"num_inference_steps": 50, "num_frames": 14})
+    with open_tab(browser, f"{base}/ui/jobs/{job['id']}") as tab:
+        tab.sign_in()
+        page = tab.page
+        page.locator("#job-status:text-matches('^running')").wait_for(timeout=120_000)
+        # When Cancel is pressed mid-render
+        page.get_by_role("button", name="Cancel job").click()
+        # Then the button says the cancel is on its way, and the job ends canceled at its next step
+        page.locator("#job-status:text-is('canceled')").wait_for(timeout=60_000)
+        assert page.get_by_role("button", name="Cancel job").is_disabled()
+        assert not page.locator("#player").is_visible()
+        tab.check("job-canceled-running")
+    done = s.client.get(f"/v1/jobs/{job['id']}", headers=s.headers).json()
+    assert done["status"] == "canceled" and done["progress"]["step"] < 50 and done["result"] is None
+
+
 def test_a_failed_job_shows_its_error_code_and_message(browser: Browser, base: str, sqlite_stack: Stack) -> None:
     # Given a job that failed (moved the way a worker fails a queued job)
     job = queued_svd_job(sqlite_stack)
