@@ -62,13 +62,25 @@ def job_context(job_id: str | None) -> Iterator[None]:
         current_job_id.reset(token)
 
 
+JOB_ID = re.compile(r"\bjob_[0-9a-f]{24}\b")
+
+
 class JobIdFilter(logging.Filter):
-    """Stamps each record with the job in context, unless the caller passed extra={'job_id': ...}."""
+    """Stamps each record with its job: the caller's extra={'job_id': ...}, else the job in context, else the one
+    job id the message names (a library's line about a job, e.g. Celery's "Task svdq.render[job_...] received")."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "job_id", None) is None:
-            record.job_id = job_id_in_context()
+            record.job_id = job_id_in_context() or named_job(record)
         return True
+
+
+def named_job(record: logging.LogRecord) -> str | None:
+    try:
+        named = set(JOB_ID.findall(record.getMessage()))
+    except Exception:  # noqa: BLE001 - a record whose arguments do not format is not ours to fail
+        return None
+    return named.pop() if len(named) == 1 else None
 
 
 class JsonFormatter(logging.Formatter):

@@ -64,8 +64,19 @@ def test_a_workers_lines_are_json_and_each_line_about_a_job_carries_its_job_id(s
     messages = " | ".join(e["message"] for e in mine)
     assert "claimed" in messages and f"job {job_id} succeeded" in messages
     assert any(e["logger"].startswith("celery") and "succeeded in" in e["message"] for e in mine), messages
+    # Celery's "received" line names the job through the message id, so it carries it too
+    assert any(e["logger"].startswith("celery") and "received" in e["message"] for e in mine), messages
     # and lines outside any job carry none
     assert any("pipeline ready" in e["message"] and "job_id" not in e for e in entries)
+
+
+def test_a_line_that_names_one_job_carries_it_and_one_naming_two_carries_none(captured_json: io.StringIO) -> None:
+    one, other = "job_" + "a1" * 12, "job_" + "b2" * 12
+    logging.getLogger("celery.worker.strategy").info("Task svdq.render[%s.0f3c] received", one)
+    logging.getLogger("svdq.test").warning("%s and %s both", one, other)
+    first, second = json_lines(captured_json.getvalue())
+    assert first["job_id"] == one
+    assert "job_id" not in second
 
 
 def test_an_api_line_logged_during_a_request_for_a_job_carries_its_job_id(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,12 +28,18 @@ def broker_priority(priority: int) -> int:
     return 9 - priority
 
 
+def render_task_id(job_id: str) -> str:
+    """A render message's id names its job, so Celery's own log lines ("Task ... received") name it too and carry
+    its job_id (models.logs); the suffix keeps each send's id unique (a job may be sent again)."""
+    return f"{job_id}.{uuid.uuid4().hex[:12]}"
+
+
 def make_enqueue(app: Celery) -> Callable[[str, str, int, float], None]:
     """(job_id, model, priority, countdown_s) -> a render message on the model's queue."""
 
     def enqueue(job_id: str, model: str, priority: int, countdown: float) -> None:
         app.send_task(RENDER_TASK, args=[job_id], queue=queue_name(model), priority=broker_priority(priority),
-                      countdown=countdown or None)
+                      countdown=countdown or None, task_id=render_task_id(job_id))
 
     return enqueue
 
