@@ -188,3 +188,41 @@ def test_the_api_answers_503_fast_while_its_database_is_down_and_recovers(tmp_pa
             assert c.get("/v1/jobs", headers=h).status_code == 200
             c.app.state.svdq.engine.dispose()  # type: ignore[attr-defined]
     proxy.cut()
+
+
+def test_a_message_taken_while_the_workers_database_is_down_goes_back_and_renders_once_it_returns(
+        tmp_path: Path, tiny_cache: Path) -> None:
+    # Given a worker that reaches PostgreSQL through a proxy, and an API that reaches it directly
+    redis = RedisProcess()
+    redis.start()
+    proxy = TcpProxy(5432)
+    proxy.restore()
+    try:
+        with postgres_database() as db:
+            stack = build_stack(tmp_path, database_url=db, storage_url=f"file://{tmp_path}/results",
+                                redis_url=redis.url + "/0", tiny_cache=tiny_cache, SVDQ_DB_RETRY_S="1",
+                                SVDQ_MAINTENANCE_INTERVAL_S="3600")
+            stack.env["SVDQ_DATABASE_URL"] = db.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+            try:
+                stack.start_worker()
+                # When the worker's database goes away and a job arrives
+                proxy.cut()
+                job = stack.submit(stack.upload()["id"], params={"num_inference_steps": 2, "num_frames": 2})
+                deadline = time.monotonic() + 30
+                while "back on the queue" not in stack.worker_log() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                # Then the worker cannot claim it and puts the message back rather than acknowledging it
+                assert "back on the queue" in stack.worker_log(), stack.worker_log()
+                assert stack.client.get(f"/v1/jobs/{job['id']}", headers=stack.headers).json()["status"] == "queued"
+                # and once the database is back, the same message renders it, once
+                proxy.restore()
+                done = stack.wait(job["id"], timeout=90)
+                assert done["status"] == "succeeded" and done["attempts"] == 1, done
+                assert stack.worker_log().count(f"job {job['id']} claimed") == 1
+            finally:
+                stack.stop()
+                stack.client.__exit__(None, None, None)
+                stack.client.app.state.svdq.engine.dispose()  # type: ignore[attr-defined]
+    finally:
+        proxy.cut()
+        redis.kill()

@@ -283,7 +283,7 @@ def _retry_db(ctx: WorkerContext, write: Callable[[Session], bool]) -> bool:
         except OperationalError as exc:
             if time.monotonic() > deadline:
                 raise
-            log.warning("database unavailable (%s); retrying the status write in %.1fs", exc.orig, delay)
+            log.warning("database unavailable (%s); retrying in %.1fs", exc.orig, delay)
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
 

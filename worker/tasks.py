@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 from celery.exceptions import Reject
 
@@ -9,6 +11,8 @@ from worker.celery_app import GRID_TASK, RENDER_TASK, make_enqueue, make_grid_en
 from worker.context import WorkerContext
 from worker.metrics import RenderObserver, bind_job_logging
 from worker.render import ClaimDeferred, run_render
+
+log = logging.getLogger("svdq.worker")
 
 
 def register_tasks(app: Celery, ctx: WorkerContext) -> None:
@@ -28,5 +32,6 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> None:
             with RenderObserver(ctx, job_id) as observed:
                 observed.outcome = run_render(ctx, job_id)
         except ClaimDeferred as exc:
-            raise Reject(str(exc), requeue=True) from exc  # back on the queue; acks_late alone would ack it
+            log.warning("%s; the message goes back on the queue", exc, extra={"job_id": job_id})
+            raise Reject(str(exc), requeue=True) from exc  # acks_late alone would acknowledge it
         return observed.outcome
