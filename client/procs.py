@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -70,16 +71,28 @@ class Supervisor:
         return None
 
     def stop(self, grace: float = 15.0) -> None:
-        for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_groups([proc for _, proc in reversed(self.procs)], grace)
+
+
+def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """`sig` to the child's process group (each child here leads its own session); gone already is fine."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def stop_groups(procs: list[subprocess.Popen[bytes]], grace: float) -> None:
+    """SIGTERM every live child's group at once, so their shutdown graces overlap; SIGKILL any group still up
+    after `grace` seconds; reap them all."""
+    for proc in procs:
+        if proc.poll() is None:
+            signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            signal_group(proc, signal.SIGKILL)
+            proc.wait()
 
 
 def die_with_parent() -> None:

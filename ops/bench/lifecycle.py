@@ -62,6 +62,7 @@ from client.procs import (
     free_port,
     no_interrupts,
     redis_server_cmd,
+    stop_groups,
     wait_for_port,
 )
 from models.events import queue_key, queue_score
@@ -154,15 +155,7 @@ class Procs:
         proc = self.procs.pop(name, None)
         if proc is None:
             return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_groups([proc], grace)
         self.logs.pop(name).close()
 
     def stop_all(self) -> None:

@@ -58,6 +58,8 @@ from client.procs import (
     free_port,
     no_interrupts,
     redis_server_cmd,
+    signal_group,
+    stop_groups,
     wait_for_port,
 )
 from models.migrate import upgrade
@@ -137,33 +139,18 @@ class Procs:
 
     @staticmethod
     def signal(p: Proc, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, sig)
+        signal_group(p.proc, sig)
 
     def stop(self, p: Proc, grace: float = 15.0) -> None:
-        if p.alive():
-            self.signal(p, signal.SIGTERM)
-            try:
-                p.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.signal(p, signal.SIGKILL)
-                p.proc.wait()
-        else:  # it exited, but its children (if any) share its process group
+        exited = not p.alive()
+        stop_groups([p.proc], grace)
+        if exited:  # it exited, but its children (if any) share its process group
             self.signal(p, signal.SIGKILL)
         p.log_file.close()
 
     def stop_all(self) -> None:
-        live = [p for p in reversed(self.all) if p.alive()]
-        for p in live:  # everyone at once, so shutdown graces overlap
-            self.signal(p, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for p in reversed(self.all):
-            if p.alive():
-                try:
-                    p.proc.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    self.signal(p, signal.SIGKILL)
-                    p.proc.wait()
+        stop_groups([p.proc for p in reversed(self.all)], grace=20)
+        for p in self.all:
             self.signal(p, signal.SIGKILL)
             p.log_file.close()
         self.all.clear()
