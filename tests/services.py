@@ -81,6 +81,17 @@ def require_redis_server() -> None:
         unavailable("redis-server is not installed")
 
 
+def databases_named(prefix: str) -> set[str]:
+    """The PostgreSQL databases whose names start with `prefix` (a run's scratch databases, to see them dropped)."""
+    eng = create_engine(PG_ADMIN_URL)
+    try:
+        with eng.connect() as conn:
+            return set(conn.scalars(text("SELECT datname FROM pg_database WHERE datname LIKE :p"),
+                                    {"p": prefix + "%"}))
+    finally:
+        eng.dispose()
+
+
 @contextmanager
 def postgres_database() -> Iterator[str]:
     require_postgres()

@@ -11,9 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-
-from tests.services import PG_ADMIN_URL, require_postgres, require_redis_server
+from tests.services import PG_ADMIN_URL, databases_named, require_postgres, require_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "ops" / "bench" / "lifecycle.py"
@@ -48,15 +46,6 @@ EXPECTED = [
 ]
 
 
-def bench_databases() -> set[str]:
-    eng = create_engine(PG_ADMIN_URL)
-    try:
-        with eng.connect() as conn:
-            return set(conn.scalars(text("SELECT datname FROM pg_database WHERE datname LIKE 'svdq_bench_%'")))
-    finally:
-        eng.dispose()
-
-
 def test_quick_run_prints_every_metric_with_a_finite_number_and_cleans_up(tmp_path: Path) -> None:
     require_redis_server()
     require_postgres()
@@ -88,4 +77,4 @@ def test_quick_run_prints_every_metric_with_a_finite_number_and_cleans_up(tmp_pa
     assert record["details"]["row4"]["deep"]["queue_position"] >= 2000
     assert record["details"]["row3"]["overhead_ms"]["n"] == 5
     assert record["database"].startswith("svdq_bench_")
-    assert record["database"] not in bench_databases()  # dropped at the end
+    assert record["database"] not in databases_named("svdq_bench_")  # dropped at the end

@@ -10,22 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-
-from tests.services import PG_ADMIN_URL, require_postgres, require_redis_server
+from tests.services import PG_ADMIN_URL, databases_named, require_postgres, require_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "ops" / "chaos" / "run.py"
 JOBS = 20
-
-
-def chaos_databases() -> set[str]:
-    eng = create_engine(PG_ADMIN_URL)
-    try:
-        with eng.connect() as conn:
-            return set(conn.scalars(text("SELECT datname FROM pg_database WHERE datname LIKE 'svdq_chaos_%'")))
-    finally:
-        eng.dispose()
 
 
 def table(stdout: str) -> dict[str, list[str]]:
@@ -66,7 +55,7 @@ def test_a_short_chaos_run_ends_every_job_exactly_once(tmp_path: Path, tiny_cach
     wipe = next(e for e in report["events"] if e["kind"] == "wipe")
     assert wipe["run_id_before"] != wipe["run_id_after"]  # a new, empty redis-server
     assert report["database"].startswith("svdq_chaos_")
-    assert report["database"] not in chaos_databases()  # dropped at the end
+    assert report["database"] not in databases_named("svdq_chaos_")  # dropped at the end
     # every process it started (restarted workers and Redis included) is gone
     started = report["processes"]
     assert sum(p["name"].startswith("worker-") for p in started) >= 2 + 2 + 1  # the first ones + replacements
