@@ -28,7 +28,7 @@ from models.states import JobStatus, fail_job, request_cancel
 from models.storage import LocalStore, S3Store, StorageError, image_key
 from models.tables import ApiKey, Image, Job, utcnow
 from models.webhooks import job_ended
-from worker.celery_app import RENDER_TASK, broker_priority, queue_name, render_task_id
+from worker.celery_app import make_enqueue
 from worker.postprocess import validate_postprocess
 
 log = logging.getLogger("svdq.api")
@@ -228,8 +228,7 @@ def rerun_job(*, state: AppState, session: Session, key: ApiKey, job: Job) -> Jo
 def enqueue(*, state: AppState, session: Session, job: Job) -> None:
     state.signals.queued(job.model, job.id, job.priority, job.created_at)
     try:
-        state.celery.send_task(RENDER_TASK, args=[job.id], queue=queue_name(job.model),
-                               priority=broker_priority(job.priority), task_id=render_task_id(job.id))
+        make_enqueue(state.celery)(job.id, job.model, job.priority, 0.0)
     except Exception as exc:
         log.error("enqueue of %s failed: %s", job.id, exc, extra={"job_id": job.id})
         if fail_job(session, job_id=job.id, worker=None, code="queue_unavailable",
