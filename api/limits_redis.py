@@ -76,6 +76,10 @@ OPEN_JOBS_TTL_S = 2.0
 _ADD_IF_CACHED = "if redis.call('exists', KEYS[1]) == 1 then return redis.call('incrby', KEYS[1], ARGV[1]) end"
 
 
+def _open_jobs_key(key: ApiKey) -> str:
+    return f"svdq:open:{key.id}"
+
+
 def _count_open_jobs(session: Session, key: ApiKey, limit: int) -> int:
     """The key's queued and running jobs, counted up to limit + 1 over the (owner_id, status) index."""
     open_states = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
@@ -87,7 +91,7 @@ def _open_jobs(state: AppState, session: Session, key: ApiKey, limit: int, *, fr
     """The key's open jobs: from a count cached in Redis for OPEN_JOBS_TTL_S (so a busy key is counted in SQL at
     most every couple of seconds, however many jobs it has open), or counted now when `fresh`. The cache only
     over-counts (finished jobs are not subtracted until it expires), so a refusal is always rechecked fresh."""
-    cache = f"svdq:open:{key.id}"
+    cache = _open_jobs_key(key)
     if not fresh:
         cached = best_effort(state.redis.get, cache)  # None when Redis is away: count in SQL
         if cached is not None:
@@ -110,4 +114,4 @@ def check_capacity(state: AppState, session: Session, *, key: ApiKey, model: str
     if queued + new_jobs > per_model:
         raise ApiError(503, "queue_full", f"The {model} queue is full ({queued} jobs waiting); retry later.",
                        headers={"Retry-After": "30"})
-    best_effort(state.redis.eval, _ADD_IF_CACHED, 1, f"svdq:open:{key.id}", new_jobs)
+    best_effort(state.redis.eval, _ADD_IF_CACHED, 1, _open_jobs_key(key), new_jobs)

@@ -7,15 +7,10 @@ import argparse
 import sys
 from typing import Any
 
-LIMITS = {  # flag -> ApiKey column
-    "rate_limit": "rate_limit_per_s",
-    "max_open_jobs": "max_open_jobs",
-    "max_sweep_cells": "max_sweep_cells",
-}
-HELP = {
-    "rate_limit": "requests per second for this key (0: unlimited)",
-    "max_open_jobs": "jobs queued or running at once for this key",
-    "max_sweep_cells": "cells per sweep for this key",
+LIMITS = {  # flag -> (ApiKey column, help)
+    "rate_limit": ("rate_limit_per_s", "requests per second for this key (0: unlimited)"),
+    "max_open_jobs": ("max_open_jobs", "jobs queued or running at once for this key"),
+    "max_sweep_cells": ("max_sweep_cells", "cells per sweep for this key"),
 }
 
 
@@ -32,17 +27,17 @@ def limit_value(text: str) -> int | None:
 
 
 def add_limit_args(parser: argparse.ArgumentParser) -> None:
-    for flag, text in HELP.items():
+    for flag, (_, text) in LIMITS.items():
         parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=limit_value, default=argparse.SUPPRESS,
                             metavar="N|default", help=text)
 
 
 def limits_from_args(args: argparse.Namespace) -> dict[str, int | None]:
-    return {column: getattr(args, flag) for flag, column in LIMITS.items() if hasattr(args, flag)}
+    return {column: getattr(args, flag) for flag, (column, _) in LIMITS.items() if hasattr(args, flag)}
 
 
 def describe(key: Any) -> str:
-    own = [f"{column}={getattr(key, column)}" for column in LIMITS.values() if getattr(key, column) is not None]
+    own = [f"{column}={getattr(key, column)}" for column, _ in LIMITS.values() if getattr(key, column) is not None]
     return " ".join(own) if own else "service-wide limits"
 
 

@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _no_placeholder_secrets_outside_dev(self) -> Settings:
         if self.env != "dev" and self.bootstrap_api_key is not None:
-            if self.bootstrap_api_key.lower() in PLACEHOLDER_SECRETS or len(self.bootstrap_api_key) < 16:
+            if is_weak(self.bootstrap_api_key, 16):
                 raise ValueError(
                     "SVDQ_BOOTSTRAP_API_KEY is a placeholder or shorter than 16 characters; "
                     "set a real secret (or SVDQ_ENV=dev for local use)"
@@ -88,7 +88,7 @@ class Settings(BaseSettings):
             user, _, password = entry.partition(":")
             if not user or not password:
                 raise ValueError("SVDQ_FLOWER_BASIC_AUTH must be user:password (several separated by commas)")
-            if self.env != "dev" and (password.lower() in PLACEHOLDER_SECRETS or len(password) < 12):
+            if self.env != "dev" and is_weak(password, 12):
                 raise ValueError(
                     f"SVDQ_FLOWER_BASIC_AUTH: the password of {user!r} is a placeholder or shorter than 12 "
                     "characters; set a real one (or SVDQ_ENV=dev for local use)"
@@ -103,7 +103,7 @@ class Settings(BaseSettings):
                  "SVDQ_REDIS_URL": url_password(self.redis_url or ""),
                  "AWS_SECRET_ACCESS_KEY": self.aws_secret_access_key}
         for name, secret in named.items():
-            if secret is not None and (secret.lower() in PLACEHOLDER_SECRETS or len(secret) < 12):
+            if secret is not None and is_weak(secret, 12):
                 raise ValueError(f"{name} holds a placeholder password or one shorter than 12 characters; "
                                  "set a real secret (or SVDQ_ENV=dev for local use)")
         return self
@@ -116,6 +116,11 @@ class Settings(BaseSettings):
         """The post-processing stages that have learned weights configured (API and workers share these)."""
         return frozenset(stage for stage, path in (("interpolate", self.interpolate_weights),
                                                    ("upscale", self.upscale_weights)) if path is not None)
+
+
+def is_weak(secret: str, min_length: int) -> bool:
+    """A placeholder (`changeme`, `minioadmin`, ...) or shorter than min_length: refused outside dev."""
+    return secret.lower() in PLACEHOLDER_SECRETS or len(secret) < min_length
 
 
 def url_password(url: str) -> str | None:
