@@ -18,9 +18,9 @@ from api.routers import images, jobs, models, service, sweeps, ui
 from api.state import AppState
 from models.db import create_db_engine, create_session_factory
 from models.events import JobSignals
+from models.queue import create_celery
 from models.settings import Settings
 from models.storage import open_store
-from worker.celery_app import create_celery
 
 log = logging.getLogger("svdq.api")
 

@@ -14,7 +14,7 @@ from api.errors import ApiError
 from api.state import AppState
 from models.events import best_effort, queue_key
 from models.settings import Settings
-from models.states import JobStatus
+from models.status import JobStatus
 from models.tables import ApiKey, Job
 
 log = logging.getLogger("svdq.api")

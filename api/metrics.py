@@ -2,13 +2,12 @@
 
 A scrape reads the shared state fresh: jobs by status and model (one GROUP BY), queue depth per model
 queue and ready workers (Redis), and the job-time histograms the workers keep in Redis (see
-worker/metrics.py for why they live there). Request latency is this replica's own, in its own registry.
+models/job_times.py for why they live there). Request latency is this replica's own, in its own registry.
 A family whose source is down is left out of the scrape (logged once per outage), never a 500."""
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -21,12 +20,12 @@ from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.state import AppState
+from models.job_times import JOB_BUCKETS, QUEUE_WAIT, RENDER, cumulative, job_histogram_key
 from models.logs import current_request
+from models.queue import broker_lists, queue_name
 from models.registry import REGISTRY
-from models.states import JobStatus
+from models.status import JobStatus
 from models.tables import Job
-from worker.celery_app import queue_name
-from worker.metrics import JOB_BUCKETS, QUEUE_WAIT, RENDER, bucket_label, job_histogram_key
 
 log = logging.getLogger("svdq.api.metrics")
 
@@ -85,19 +84,16 @@ class ServiceCollector(Collector):
         yield g
 
     def _queue_depth(self) -> Iterator[Metric]:
-        # kombu's Redis transport keeps each priority step of a queue in its own list:
-        # `<queue>` for step 0 and `<queue><sep><step>` for the others (kombu.transport.redis._q_for_pri)
-        options = self.state.celery.conf.broker_transport_options or {}
-        sep, steps = options.get("sep", "\x06\x16"), options.get("priority_steps", [0, 3, 6, 9])
-        queues = [queue_name(m) for m in self._models()]
+        models = self._models()
+        lists = [broker_lists(self.state.celery, m) for m in models]
         pipe = self.state.redis.pipeline(transaction=False)
-        for q in queues:
-            for step in steps:
-                pipe.llen(f"{q}{sep}{step}" if step else q)
-        sizes = pipe.execute()
+        for names in lists:
+            for name in names:
+                pipe.llen(name)
+        sizes = iter(pipe.execute())
         g = GaugeMetricFamily("svdq_queue_depth", "Messages waiting in each model's Celery queue", labels=["queue"])
-        for i, q in enumerate(queues):
-            g.add_metric([q], sum(int(n) for n in sizes[i * len(steps):(i + 1) * len(steps)]))
+        for model, names in zip(models, lists, strict=True):
+            g.add_metric([queue_name(model)], sum(int(next(sizes)) for _ in names))
         yield g
 
     def _workers_ready(self) -> Iterator[Metric]:
@@ -120,24 +116,9 @@ class ServiceCollector(Collector):
             pipe.hgetall(job_histogram_key(name))
         for (name, (metric, doc)), raw in zip(JOB_HISTOGRAMS.items(), pipe.execute(), strict=True):
             h = HistogramMetricFamily(metric, doc, labels=["model"])
-            for model, (buckets, total) in sorted(_cumulative(raw, JOB_BUCKETS[name]).items()):
+            for model, (buckets, total) in sorted(cumulative(raw, JOB_BUCKETS[name]).items()):
                 h.add_metric([model], buckets, total)
             yield h
-
-
-def _cumulative(raw: dict[Any, Any], bounds: tuple[float, ...]) -> dict[str, tuple[list[tuple[str, float]], float]]:
-    """Per-bucket counts as the workers wrote them -> cumulative buckets (+Inf = count) and the sum."""
-    fields: dict[str, dict[str, float]] = {}
-    for k, v in raw.items():
-        model, _, field = (k.decode() if isinstance(k, bytes) else k).rpartition("|")
-        fields.setdefault(model, {})[field] = float(v)
-    out: dict[str, tuple[list[tuple[str, float]], float]] = {}
-    for model, f in fields.items():
-        observed = [(math.inf if le == "+Inf" else float(le), n) for le, n in f.items() if le not in ("count", "sum")]
-        buckets = [(bucket_label(b), sum(n for le, n in observed if le <= b)) for b in bounds]
-        buckets.append(("+Inf", f.get("count", sum(n for _, n in observed))))
-        out[model] = (buckets, f.get("sum", 0.0))
-    return out
 
 
 class RequestMetrics:

@@ -22,14 +22,15 @@ from models.fetch import FetchError, fetch_image_url
 from models.images import ImageRejected, clean_image
 from models.netcheck import UrlRejected, check_url
 from models.params import FieldError, JobSpec, pydantic_errors, resolve_output, resolve_params
+from models.postprocess import validate_postprocess
 from models.presence import ready_workers
+from models.queue import make_enqueue
 from models.registry import REGISTRY, get_spec
-from models.states import JobStatus, fail_job, request_cancel
+from models.states import fail_job, request_cancel
+from models.status import JobStatus
 from models.storage import LocalStore, S3Store, StorageError, image_key
 from models.tables import ApiKey, Image, Job, utcnow
 from models.webhooks import job_ended
-from worker.celery_app import make_enqueue
-from worker.postprocess import validate_postprocess
 
 log = logging.getLogger("svdq.api")
 SpecT = TypeVar("SpecT", bound=BaseModel)

@@ -15,8 +15,8 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from models.events import job_channel
+from models.status import TERMINAL
 
-TERMINAL = {"succeeded", "failed", "canceled"}
 REREAD_S = 3.0
 KEEPALIVE_S = 15.0
 

@@ -29,11 +29,12 @@ from api.services import (
 from api.state import AppState
 from models import sweeps as sw
 from models.params import FieldError, RenderParams, resolve_output, resolve_params
+from models.queue import make_grid_enqueue
 from models.registry import REGISTRY, get_spec
-from models.states import JobStatus, request_cancel
+from models.states import request_cancel
+from models.status import JobStatus
 from models.tables import ApiKey, Image, Job, Sweep, SweepGrid, utcnow
 from models.webhooks import job_ended
-from worker.celery_app import make_grid_enqueue
 
 MAX_VALUES_PER_AXIS = 50
 

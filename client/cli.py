@@ -103,9 +103,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from models.maintenance import Maintenance
     from models.presence import Heartbeat
+    from models.queue import create_celery, make_enqueue, make_grid_enqueue, queue_name
     from models.settings import Settings
-    from worker.celery_app import create_celery, make_enqueue, make_grid_enqueue, queue_name, worker_name
-    from worker.context import WorkerContext
+    from worker.context import WorkerContext, worker_name
+    from worker.tasks import register_tasks
 
     settings = Settings()
     if not settings.redis_url:
@@ -123,7 +124,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
                      {**ctx.holder.presence(), "pipeline_instance": ctx.holder.instance_id,
                       "revision": ctx.holder.revision, "postprocess": ctx.postprocess_methods()})
     beat.start()
-    app = create_celery(settings, context=ctx)
+    app = create_celery(settings)
+    register_tasks(app, ctx)
     # the reaper and reconciler send from their own thread, so they get their own app (and connections)
     side_app = create_celery(settings)
     upkeep = Maintenance(sessions=ctx.sessions, signals=ctx.signals, enqueue=make_enqueue(side_app),
@@ -159,8 +161,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_flower(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from models.queue import create_celery
     from models.settings import Settings
-    from worker.celery_app import create_celery
 
     try:
         settings = Settings()

@@ -1,7 +1,6 @@
 """The typed answers of the v1 API, shared with the API itself: see models/schemas.py."""
 
 from models.schemas import (
-    TERMINAL,
     ErrorEnvelope,
     ErrorInfo,
     Image,
@@ -13,6 +12,7 @@ from models.schemas import (
     Sweep,
     SweepGrid,
 )
+from models.status import TERMINAL
 
 __all__ = ["TERMINAL", "ErrorEnvelope", "ErrorInfo", "Image", "Job", "JobResult", "Model", "Page", "Progress",
            "Sweep", "SweepGrid"]

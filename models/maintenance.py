@@ -16,7 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.events import JobSignals, queue_key, queue_score
-from models.states import JobStatus, reclaim_expired
+from models.states import reclaim_expired
+from models.status import JobStatus
 from models.sweeps import GridEnqueue, pending_grids
 from models.tables import Job, utcnow
 from models.webhooks import job_ended

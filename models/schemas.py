@@ -1,8 +1,8 @@
 """Typed shapes of the v1 API's answers (API.md), shared by the API (its OpenAPI document declares them, and the
 schemathesis test checks every answer against them) and the SDK (`client.types` re-exports them).
 
-Only pydantic is imported, so the API, the worker and scripts can share these without heavy deps. Every
-model keeps fields it does not know (`extra="allow"`): a newer server adding fields never breaks an older
+Only pydantic (and the status names) is imported, so the API, the worker and scripts can share these without heavy
+deps. Every model keeps fields it does not know (`extra="allow"`): a newer server adding fields never breaks an older
 client, and `model_dump()` gives back everything the server sent."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+from models.status import TERMINAL
 
 
 class ApiModel(BaseModel):

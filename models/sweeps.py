@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from models.states import TERMINAL, JobStatus
+from models.status import TERMINAL, JobStatus
 from models.tables import Job, Sweep, SweepGrid, utcnow
 
 GridEnqueue = Callable[[str, str, str], None]  # (sweep_id, image_id, model)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import sweeps as sw
 from models.netcheck import UrlRejected, check_url
-from models.states import TERMINAL
+from models.status import TERMINAL
 from models.tables import ApiKey, Job, Sweep, WebhookDelivery, utcnow
 
 log = logging.getLogger("svdq.webhooks")

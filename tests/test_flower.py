@@ -17,7 +17,7 @@ import pytest
 
 from client.procs import free_port, wait_for_port
 from tests.stack import ROOT, Stack
-from worker.celery_app import worker_name
+from worker.context import worker_name
 
 USER, PASSWORD = "ops", "flower-" + secrets.token_hex(8)
 

@@ -19,11 +19,11 @@ import redis as redis_lib
 import yaml
 from kombu.transport.redis import Channel
 
+from models.queue import broker_priority, create_celery, make_enqueue, queue_name
 from models.registry import REGISTRY
 from models.settings import Settings
 from tests.services import redis_server, unavailable
 from tests.stack import ROOT
-from worker.celery_app import broker_priority, create_celery, make_enqueue, queue_name
 
 K8S = ROOT / "ops" / "k8s"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").is_file())

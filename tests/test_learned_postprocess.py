@@ -17,17 +17,12 @@ import pytest
 import torch
 
 import worker.learned as learned_mod
+from models.postprocess import PostprocessSpec, union_methods, validate_postprocess
 from tests.stack import ROOT, TERMINAL, Stack, build_stack
 from tests.test_e2e import decode, fetch
+from worker.frames import PostprocessCanceled, PostprocessUnavailable
 from worker.learned import Interpolator, LearnedError, LearnedModels, Upscaler, import_spandrel
-from worker.postprocess import (
-    PostprocessCanceled,
-    PostprocessSpec,
-    PostprocessUnavailable,
-    run_postprocess,
-    union_methods,
-    validate_postprocess,
-)
+from worker.postprocess import run_postprocess
 from worker.rife import IFNet
 
 H, W = 40, 72  # not multiples of 32: the interpolator pads and crops

@@ -7,19 +7,9 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from worker.postprocess import (
-    InterpolateSpec,
-    PostprocessCanceled,
-    PostprocessError,
-    PostprocessSpec,
-    UpscaleSpec,
-    interpolate_blend,
-    interpolate_motion,
-    interpolated_frame_count,
-    run_postprocess,
-    upscale_lanczos,
-    validate_postprocess,
-)
+from models.postprocess import InterpolateSpec, PostprocessSpec, UpscaleSpec, validate_postprocess
+from worker.frames import PostprocessCanceled, PostprocessError, interpolated_frame_count
+from worker.postprocess import interpolate_blend, interpolate_motion, run_postprocess, upscale_lanczos
 
 H, W = 32, 64
 

@@ -140,7 +140,7 @@ def test_a_poison_job_ends_worker_lost_after_the_max_attempts(chaos: Stack) -> N
 
 
 def test_a_message_delivered_twice_renders_once(chaos: Stack) -> None:
-    from worker.celery_app import make_enqueue
+    from models.queue import make_enqueue
 
     ensure_workers(chaos)
     image = chaos.upload()

@@ -291,7 +291,7 @@ def test_a_claim_through_a_long_database_outage_puts_the_message_back(ctx: Worke
     from sqlalchemy.exc import OperationalError
 
     import worker.render as render_mod
-    from worker.celery_app import RENDER_TASK
+    from models.queue import RENDER_TASK
     from worker.tasks import register_tasks
 
     def down(*a, **kw):  # type: ignore[no-untyped-def]

@@ -15,18 +15,25 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import create_db_engine, create_session_factory
 from models.events import JobSignals
+from models.postprocess import postprocess_methods
 from models.registry import ModelSpec, get_spec
 from models.settings import Settings
 from models.storage import LocalStore, S3Store, open_store
 from models.tiny import ensure_tiny
 from worker.pipeline import PipelineHolder
-from worker.postprocess import postprocess_methods
 
 if TYPE_CHECKING:
     from worker.learned import LearnedModels
     from worker.metrics import WorkerMetrics
 
 log = logging.getLogger("svdq.worker")
+
+
+def worker_name(model: str, device: str, gpu: str | None, pid: int, host: str) -> str:
+    """The Celery node name Flower lists and job rows record: model, device, and the pid that tells two
+    workers on one host apart (tests and ops find a worker by its `w<pid>@`)."""
+    where = f"gpu{gpu}" if gpu is not None else device.replace(":", "")
+    return f"{model}-{where}-w{pid}@{host}"
 
 
 @dataclass

@@ -23,16 +23,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from worker.memory import frames_per_chunk
-from worker.postprocess import (
+from worker.frames import (
     PostprocessError,
     StopCheck,
-    _check_fps,
-    _check_frames,
-    _check_stop,
+    check_fps,
+    check_frames,
+    check_stop,
     frame_schedule,
     interpolated_frame_count,
 )
+from worker.memory import frames_per_chunk
 from worker.rife import PAD_MULTIPLE, ifnet_from_state_dict
 
 HASH_CHARS = 12
@@ -149,8 +149,8 @@ class Interpolator:
 
     def __call__(self, frames: np.ndarray, src_fps: int, dst_fps: int, *,
                  should_stop: StopCheck | None = None) -> np.ndarray:
-        _check_frames(frames)
-        _check_fps(src_fps, dst_fps)
+        check_frames(frames)
+        check_fps(src_fps, dst_fps)
         n, h, w, _ = frames.shape
         count = interpolated_frame_count(n, src_fps, dst_fps)
         out = np.empty((count, h, w, 3), dtype=np.uint8)
@@ -163,7 +163,7 @@ class Interpolator:
         ph, pw = -h % PAD_MULTIPLE, -w % PAD_MULTIPLE
         self.last_chunk = chunk_size(self.device, self.bytes_per_frame(h + ph, w + pw))
         for chunk in _chunks(todo, self.last_chunk):
-            _check_stop(should_stop)
+            check_stop(should_stop)
             left = _to_tensor(frames[[i for _, i, _ in chunk]], self.device, self.dtype)
             right = _to_tensor(frames[[i + 1 for _, i, _ in chunk]], self.device, self.dtype)
             pad = (0, pw, 0, ph)
@@ -251,14 +251,14 @@ class Upscaler:
         return elem * h * w * (3 + 3 * s2 + self.channels * (6 + 2 * s2))
 
     def __call__(self, frames: np.ndarray, factor: int, *, should_stop: StopCheck | None = None) -> np.ndarray:
-        _check_frames(frames)
+        check_frames(frames)
         if factor < 1:
             raise PostprocessError(f"upscale factor must be positive, got {factor}")
         t, h, w, _ = frames.shape
         out = np.empty((t, h * factor, w * factor, 3), dtype=np.uint8)
         self.last_chunk = chunk_size(self.device, self.bytes_per_frame(h, w))
         for start in range(0, t, self.last_chunk):
-            _check_stop(should_stop)
+            check_stop(should_stop)
             with torch.inference_mode(), _model_errors(f"{self.architecture} upscaling", self.last_chunk):
                 big = _to_frames(self.model(_to_tensor(frames[start:start + self.last_chunk], self.device,
                                                        self.dtype)))

@@ -1,17 +1,10 @@
 """Worker-side observability: the worker's own Prometheus exporter (`svdq worker --metrics-port`), the
-job-time histograms it feeds for the API, and job ids on the Celery task's log lines.
-
-Where the job-time histograms live: `svdq_job_queue_wait_seconds` and `svdq_job_render_seconds` must add
-up over every worker and be served by any API replica, while only the worker sees a job end. So when a
-job ends, its worker adds the two durations to bucket counters in Redis (one MULTI pipeline: HINCRBY on
-the bucket and the count, HINCRBYFLOAT on the sum), and the API's collector (api/metrics.py) turns them
-into histograms at scrape time. Redis runs without persistence: a restart zeroes them, which Prometheus
-reads as a counter reset. Importing this module never imports torch."""
+job-time histograms it feeds for the API (the shared counters are models/job_times.py), and job ids on the
+Celery task's log lines. Importing this module never imports torch."""
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -21,44 +14,18 @@ from celery.signals import task_postrun, task_prerun
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from models.db import session_scope
+from models.job_times import QUEUE_WAIT, RENDER, record_job_times
 from models.logs import current_job_id
+from models.queue import RENDER_TASK
 from models.tables import Job
-from worker.celery_app import RENDER_TASK
 
 if TYPE_CHECKING:
     from worker.context import WorkerContext
 
 log = logging.getLogger("svdq.worker.metrics")
 
-QUEUE_WAIT = "queue_wait_seconds"
-RENDER = "render_seconds"
-JOB_BUCKETS: dict[str, tuple[float, ...]] = {
-    QUEUE_WAIT: (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600),
-    RENDER: (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600),
-}
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 TERMINAL_OUTCOMES = ("succeeded", "failed", "canceled")
-
-
-def job_histogram_key(name: str) -> str:
-    return f"svdq:metrics:job_{name}"
-
-
-def bucket_label(bound: float) -> str:
-    return "+Inf" if math.isinf(bound) else repr(float(bound))
-
-
-def record_job_times(redis: Any, model: str, seconds: dict[str, float]) -> None:
-    """Adds one job's durations to the shared counters. Each observation lands in its own (smallest
-    fitting) bucket field; the reader makes them cumulative, so a write costs three commands per metric."""
-    pipe = redis.pipeline(transaction=True)
-    for name, value in seconds.items():
-        key = job_histogram_key(name)
-        bound = next((b for b in JOB_BUCKETS[name] if value <= b), math.inf)
-        pipe.hincrby(key, f"{model}|{bucket_label(bound)}", 1)
-        pipe.hincrby(key, f"{model}|count", 1)
-        pipe.hincrbyfloat(key, f"{model}|sum", value)
-    pipe.execute()
 
 
 class WorkerMetrics:

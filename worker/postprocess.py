@@ -2,16 +2,11 @@
 fps ("blend": linear cross-fade, "motion": ffmpeg's motion-compensated minterpolate) and lanczos upscaling.
 The "learned" methods (RIFE interpolation, Real-ESRGAN-family upscaling) live in worker/learned.py; they need
 weights, so a job may ask for them only where SVDQ_INTERPOLATE_WEIGHTS / SVDQ_UPSCALE_WEIGHTS are set. This
-module never imports torch: the API imports it to validate jobs.
+module never imports torch; it reaches the learned models only through the `LearnedStages` shape below.
 
-Frames are always (T, H, W, 3) uint8. The job field (worker/postprocess_spec.py) looks like
-``{"interpolate": {"fps": 24, "method": "blend"}, "upscale": {"factor": 2, "method": "lanczos"}}``;
-`validate_postprocess` checks it at submit time and `run_postprocess` applies it in the worker.
-
-Timing model shared by both interpolation methods: source frame i sits at time i / src_fps and shows until
-(i + 1) / src_fps, so a clip of n frames lasts n / src_fps seconds. Interpolation keeps that duration: it
-produces `interpolated_frame_count(n, src, dst)` frames, frame k at time k / dst_fps. Times after the last
-source frame's timestamp (the last source frame's display interval) show the last source frame.
+Frames are always (T, H, W, 3) uint8. The job field (models/postprocess.py, where the API checks it at submit
+time) looks like ``{"interpolate": {"fps": 24, "method": "blend"}, "upscale": {"factor": 2, "method": "lanczos"}}``;
+`run_postprocess` applies it in the worker. The interpolation timing model is in worker/frames.py.
 """
 
 from __future__ import annotations
@@ -21,93 +16,51 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
-# the job field lives in its own module; these names stay importable from here
-from worker.postprocess_spec import DEFAULT_MAX_FPS as DEFAULT_MAX_FPS
-from worker.postprocess_spec import DEFAULT_MAX_PIXELS as DEFAULT_MAX_PIXELS
-from worker.postprocess_spec import WEIGHT_FREE_METHODS as WEIGHT_FREE_METHODS
-from worker.postprocess_spec import InterpolateSpec as InterpolateSpec
-from worker.postprocess_spec import PostprocessSpec as PostprocessSpec
-from worker.postprocess_spec import UpscaleSpec as UpscaleSpec
-from worker.postprocess_spec import postprocess_methods as postprocess_methods
-from worker.postprocess_spec import unavailable_message
-from worker.postprocess_spec import union_methods as union_methods
-from worker.postprocess_spec import validate_postprocess as validate_postprocess
-
-if TYPE_CHECKING:
-    from worker.learned import LearnedModels
+from models.postprocess import PostprocessSpec, unavailable_message
+from worker.frames import (
+    PostprocessError,
+    PostprocessUnavailable,
+    StopCheck,
+    check_fps,
+    check_frames,
+    check_stop,
+    frame_schedule,
+    interpolated_frame_count,
+)
 
 StageCallback = Callable[[str, int, int], None]
-StopCheck = Callable[[], bool]
+
+
+class LearnedInterpolator(Protocol):
+    def __call__(self, frames: np.ndarray, src_fps: int, dst_fps: int, *,
+                 should_stop: StopCheck | None = None) -> np.ndarray: ...
+    def record(self) -> dict[str, Any]: ...
+
+
+class LearnedUpscaler(Protocol):
+    def __call__(self, frames: np.ndarray, factor: int, *, should_stop: StopCheck | None = None) -> np.ndarray: ...
+    def record(self) -> dict[str, Any]: ...
+
+
+class LearnedStages(Protocol):
+    """What run_postprocess needs of the learned models a worker loaded (worker.learned.LearnedModels)."""
+
+    @property
+    def interpolator(self) -> LearnedInterpolator | None: ...
+    @property
+    def upscaler(self) -> LearnedUpscaler | None: ...
+    def stages(self) -> frozenset[str]: ...
 
 # minterpolate only emits frames up to the second-to-last input frame's timestamp; feeding this many extra
 # copies of the last frame lets it cover the whole clip (the surplus is trimmed off).
 _MOTION_TAIL = 2
 _STDERR_TAIL = 2000
-
-
-class PostprocessError(Exception):
-    """Post-processing could not run (bad frames, ffmpeg failed); the message says why."""
-
-
-class PostprocessCanceled(Exception):
-    """`should_stop()` returned True while a stage was running."""
-
-
-class PostprocessUnavailable(PostprocessError):
-    """The job asks for a learned method whose weights this worker does not have."""
-
-
-# helpers ----------------------------------------------------------------------------------------------
-
-def _check_frames(frames: np.ndarray) -> None:
-    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 \
-            or frames.shape[-1] != 3 or frames.shape[0] < 1:
-        desc = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
-        raise PostprocessError(f"expected (T, H, W, 3) uint8 frames with T >= 1, got {desc}")
-
-
-def _check_fps(src_fps: int, dst_fps: int) -> None:
-    if src_fps < 1 or dst_fps < 1:
-        raise PostprocessError(f"fps must be positive, got {src_fps} -> {dst_fps}")
-
-
-def _check_stop(should_stop: StopCheck | None) -> None:
-    if should_stop is not None and should_stop():
-        raise PostprocessCanceled("post-processing was canceled")
-
-
-# interpolation ----------------------------------------------------------------------------------------
-
-def interpolated_frame_count(n: int, src_fps: int, dst_fps: int) -> int:
-    """Frames needed to show an n-frame clip at src_fps for the same duration at dst_fps.
-
-    Duration is n / src_fps (each frame shows for 1/src_fps), so the count is n * dst_fps / src_fps,
-    rounded half up in integer arithmetic (6 frames at 7 fps -> 21 fps: exactly 18). It is not
-    (n - 1) * dst / src + 1 (which keeps first and last timestamps instead), because encoders and players
-    count duration as frames / fps. A non-empty clip always gives at least one frame."""
-    if n < 0 or src_fps < 1 or dst_fps < 1:
-        raise ValueError(f"need n >= 0 and positive fps, got n={n}, {src_fps} -> {dst_fps}")
-    if n == 0:
-        return 0
-    return max(1, (2 * n * dst_fps + src_fps) // (2 * src_fps))
-
-
-def frame_schedule(n: int, src_fps: int, dst_fps: int) -> Iterator[tuple[int, int, float | None]]:
-    """(output index k, source frame i, t) for every output frame: t None copies source frame i bit for bit
-    (k lands on it, or lies past the last source frame), else the frame sits t of the way from i to i + 1.
-    Positions are computed in integers so that landing on a source frame is exact."""
-    for k in range(interpolated_frame_count(n, src_fps, dst_fps)):
-        i0, rem = divmod(k * src_fps, dst_fps)
-        if i0 >= n - 1:
-            yield k, n - 1, None
-        else:
-            yield k, i0, (rem / dst_fps if rem else None)
 
 
 def interpolate_blend(frames: np.ndarray, src_fps: int, dst_fps: int, *,
@@ -116,13 +69,13 @@ def interpolate_blend(frames: np.ndarray, src_fps: int, dst_fps: int, *,
     (1 - frac(p)) * frames[floor(p)] + frac(p) * frames[floor(p) + 1], rounded half up; positions at or past
     the last frame give the last frame. Exact positions are computed in integers, so frames that land on a
     source frame are copied bit for bit."""
-    _check_frames(frames)
-    _check_fps(src_fps, dst_fps)
+    check_frames(frames)
+    check_fps(src_fps, dst_fps)
     n, h, w, _ = frames.shape
     count = interpolated_frame_count(n, src_fps, dst_fps)
     out = np.empty((count, h, w, 3), dtype=np.uint8)
     for k, i0, frac in frame_schedule(n, src_fps, dst_fps):
-        _check_stop(should_stop)
+        check_stop(should_stop)
         if frac is None:
             out[k] = frames[i0]
         else:
@@ -150,11 +103,11 @@ def interpolate_motion(frames: np.ndarray, src_fps: int, dst_fps: int, *,
     output frames k * dst / src whenever that is an integer, to within the rounding of ffmpeg's rgb24 ->
     yuv444p -> rgb24 conversion (a level or two; yuv444p is forced so chroma is never subsampled).
     Raises PostprocessError if ffmpeg fails."""
-    _check_frames(frames)
-    _check_fps(src_fps, dst_fps)
+    check_frames(frames)
+    check_fps(src_fps, dst_fps)
     n, h, w, _ = frames.shape
     count = interpolated_frame_count(n, src_fps, dst_fps)
-    _check_stop(should_stop)
+    check_stop(should_stop)
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error",
            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(src_fps), "-i", "-",
            "-vf", f"format=yuv444p,minterpolate=fps={dst_fps}:mi_mode=mci", "-an",
@@ -192,7 +145,7 @@ def interpolate_motion(frames: np.ndarray, src_fps: int, dst_fps: int, *,
     partial = 0
     try:
         while True:
-            _check_stop(should_stop)
+            check_stop(should_stop)
             buf = stdout.read(frame_bytes)
             if len(buf) < frame_bytes:
                 partial = len(buf)
@@ -225,14 +178,14 @@ def interpolate_motion(frames: np.ndarray, src_fps: int, dst_fps: int, *,
 
 def upscale_lanczos(frames: np.ndarray, factor: int, *, should_stop: StopCheck | None = None) -> np.ndarray:
     """Resize every frame to (factor * W, factor * H) with Pillow's LANCZOS filter."""
-    _check_frames(frames)
+    check_frames(frames)
     if factor < 1:
         raise PostprocessError(f"upscale factor must be positive, got {factor}")
     t, h, w, _ = frames.shape
     size = (w * factor, h * factor)
     out = np.empty((t, h * factor, w * factor, 3), dtype=np.uint8)
     for i, frame in enumerate(frames):
-        _check_stop(should_stop)
+        check_stop(should_stop)
         out[i] = np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.LANCZOS))
     return out
 
@@ -241,7 +194,7 @@ def upscale_lanczos(frames: np.ndarray, factor: int, *, should_stop: StopCheck |
 
 def run_postprocess(frames: np.ndarray, fps: int, spec: PostprocessSpec | None, *,
                     on_stage: StageCallback | None = None, should_stop: StopCheck | None = None,
-                    learned: LearnedModels | None = None) -> tuple[np.ndarray, int, list[dict[str, Any]]]:
+                    learned: LearnedStages | None = None) -> tuple[np.ndarray, int, list[dict[str, Any]]]:
     """Apply the spec's stages in order (interpolate, then upscale) and return (frames, fps, records).
 
     Before each stage, ``on_stage(name, index, total)`` is called with index = stages already done (0-based,
@@ -253,7 +206,7 @@ def run_postprocess(frames: np.ndarray, fps: int, spec: PostprocessSpec | None, 
     or {"stage": "upscale", "method": "lanczos", "factor": 2, "from_size": [64, 32], "to_size": [128, 64],
     "frames": 18, "seconds": 0.02}; learned stages add the model's record (architecture, weights file and
     sha256 prefix, device, chunk)."""
-    _check_frames(frames)
+    check_frames(frames)
     records: list[dict[str, Any]] = []
     if spec is None:
         return frames, fps, records
@@ -266,7 +219,7 @@ def run_postprocess(frames: np.ndarray, fps: int, spec: PostprocessSpec | None, 
     for index, stage in enumerate(stages):
         if on_stage is not None:
             on_stage(stage, index, len(stages))
-        _check_stop(should_stop)
+        check_stop(should_stop)
         start = time.monotonic()
         extra: dict[str, Any] = {}
         if stage == "interpolate":

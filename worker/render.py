@@ -19,21 +19,18 @@ from sqlalchemy.orm import Session
 
 from models.db import session_scope
 from models.images import fit_image
-from models.states import JobStatus, claim_job, fail_job, finish_job, record_progress, renew_lease, requeue_job
+from models.postprocess import PostprocessSpec
+from models.states import claim_job, fail_job, finish_job, record_progress, renew_lease, requeue_job
+from models.status import JobStatus
 from models.storage import ObjectMissing, StorageError, image_key, job_key
 from models.sweeps import cell_ended
 from models.tables import Job, utcnow
 from models.webhooks import job_ended
 from worker.context import WorkerContext
 from worker.encode import EncodeError, encode, poster
+from worker.frames import PostprocessCanceled, PostprocessError, PostprocessUnavailable
 from worker.metrics import timed_steps
-from worker.postprocess import (
-    PostprocessCanceled,
-    PostprocessError,
-    PostprocessSpec,
-    PostprocessUnavailable,
-    run_postprocess,
-)
+from worker.postprocess import run_postprocess
 
 log = logging.getLogger("svdq.worker")
 

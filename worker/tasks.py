@@ -7,7 +7,7 @@ import logging
 from celery import Celery
 from celery.exceptions import Reject
 
-from worker.celery_app import GRID_TASK, RENDER_TASK, make_enqueue, make_grid_enqueue
+from models.queue import GRID_TASK, RENDER_TASK, make_enqueue, make_grid_enqueue
 from worker.context import WorkerContext
 from worker.metrics import RenderObserver, bind_job_logging
 from worker.render import ClaimDeferred, run_render

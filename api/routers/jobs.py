@@ -35,7 +35,7 @@ from api.sse import job_event_stream
 from api.state import AppState
 from models import schemas
 from models.params import FieldError, JobSpec
-from models.states import JobStatus
+from models.status import JobStatus
 from models.tables import ApiKey, WebhookDelivery
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

@@ -9,9 +9,9 @@ from api.docs import answers
 from api.limits_redis import limits_for
 from models import schemas
 from models.params import param_ranges
+from models.postprocess import union_methods
 from models.presence import ready_workers
 from models.registry import REGISTRY
-from worker.postprocess import union_methods
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 keys_router = APIRouter(prefix="/v1/keys", tags=["keys"])

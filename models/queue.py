@@ -1,22 +1,26 @@
-"""The Celery app factory. Importing this module never imports torch: the API uses it to enqueue."""
+"""The queue contract between the API and the workers: task and queue names, priorities, the Celery app factory
+(no task registration: workers bind their tasks in worker/tasks.py), and the functions that send a message.
+Importing this module never imports torch: the API, the workers' side threads and Flower all use it."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celery import Celery
 from celery.signals import before_task_publish
 
 from models.settings import Settings
 
-if TYPE_CHECKING:
-    from worker.context import WorkerContext
-
 RENDER_TASK = "svdq.render"
 GRID_TASK = "svdq.grid"
 QUEUE_PREFIX = "render."  # one queue per model
+
+# (job_id, model, priority, countdown_s) -> a render message on the model's queue
+Enqueue = Callable[[str, str, int, float], None]
+# (sweep_id, image_id, model) -> a grid message on the model's queue
+GridEnqueue = Callable[[str, str, str], None]
 
 
 def queue_name(model: str) -> str:
@@ -34,8 +38,8 @@ def render_task_id(job_id: str) -> str:
     return f"{job_id}.{uuid.uuid4().hex[:12]}"
 
 
-def make_enqueue(app: Celery) -> Callable[[str, str, int, float], None]:
-    """(job_id, model, priority, countdown_s) -> a render message on the model's queue."""
+def make_enqueue(app: Celery) -> Enqueue:
+    """The one function that sends a render message."""
 
     def enqueue(job_id: str, model: str, priority: int, countdown: float) -> None:
         app.send_task(RENDER_TASK, args=[job_id], queue=queue_name(model), priority=broker_priority(priority),
@@ -44,13 +48,22 @@ def make_enqueue(app: Celery) -> Callable[[str, str, int, float], None]:
     return enqueue
 
 
-def make_grid_enqueue(app: Celery) -> Callable[[str, str, str], None]:
-    """(sweep_id, image_id, model) -> a grid message, ahead of renders on the model's queue."""
+def make_grid_enqueue(app: Celery) -> GridEnqueue:
+    """The one function that sends a grid message, ahead of renders on the model's queue."""
 
     def enqueue_grid(sweep_id: str, image_id: str, model: str) -> None:
         app.send_task(GRID_TASK, args=[sweep_id, image_id], queue=queue_name(model), priority=broker_priority(9))
 
     return enqueue_grid
+
+
+def broker_lists(app: Celery, model: str) -> list[str]:
+    """The Redis lists that hold a model's waiting messages: kombu's Redis transport keeps each priority step of a
+    queue in its own list, `<queue>` for step 0 and `<queue><sep><step>` for the others (kombu's _q_for_pri)."""
+    options = app.conf.broker_transport_options or {}
+    sep, steps = options.get("sep", "\x06\x16"), options.get("priority_steps", [0, 3, 6, 9])
+    queue = queue_name(model)
+    return [f"{queue}{sep}{step}" if step else queue for step in steps]
 
 
 _LABELS: dict[str, Callable[[list[Any], str], str]] = {
@@ -70,14 +83,9 @@ def _label_for_flower(sender: str | None = None, body: Any = None, routing_key: 
     headers["argsrepr"] = label(list(body[0]), routing_key.removeprefix(QUEUE_PREFIX))
 
 
-def worker_name(model: str, device: str, gpu: str | None, pid: int, host: str) -> str:
-    """The Celery node name Flower lists and job rows record: model, device, and the pid that tells two
-    workers on one host apart (tests and ops find a worker by its `w<pid>@`)."""
-    where = f"gpu{gpu}" if gpu is not None else device.replace(":", "")
-    return f"{model}-{where}-w{pid}@{host}"
-
-
-def create_celery(settings: Settings, *, context: WorkerContext | None = None) -> Celery:
+def create_celery(settings: Settings) -> Celery:
+    """The Celery app every process role builds from settings: the API and the maintenance pass send with it,
+    a worker binds its tasks to it, Flower watches through it."""
     if not settings.redis_url:
         raise ValueError("SVDQ_REDIS_URL is not set; `svdq dev` starts a private redis-server for you")
     app = Celery("svdq", broker=settings.redis_url, set_as_current=False)
@@ -106,8 +114,4 @@ def create_celery(settings: Settings, *, context: WorkerContext | None = None) -
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
     )
-    if context is not None:
-        from worker.tasks import register_tasks
-
-        register_tasks(app, context)
     return app

@@ -3,8 +3,8 @@
 ``{"interpolate": {"fps": 24, "method": "blend" | "motion" | "learned"},
 "upscale": {"factor": 2 | 4, "method": "lanczos" | "learned"}}``. The weight-free methods run on every
 worker; "learned" needs weights (SVDQ_INTERPOLATE_WEIGHTS / SVDQ_UPSCALE_WEIGHTS), so it is refused at submit
-where the settings name none, and a worker lists it in its heartbeat only when its model loaded. No torch here:
-the API imports this module.
+where the settings name none, and a worker lists it in its heartbeat only when its model loaded. Pure data: the
+API checks jobs with it, the worker reads its spec and advertises its methods.
 """
 
 from __future__ import annotations
