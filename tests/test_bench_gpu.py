@@ -1,4 +1,4 @@
-"""ops/bench/gpu.py without a GPU: the issue's FLOP arithmetic, the published configs (counted on the meta
+"""ops/bench/gpu without a GPU: the issue's FLOP arithmetic, the published configs (counted on the meta
 device, so nothing is allocated), and a whole run of the tiny configs on the CPU through the real pipeline, by
 calling main(). Nothing here asserts on speed: the numbers only have to be there, positive and finite."""
 
