@@ -10,7 +10,6 @@ import redis
 import redis.asyncio
 from fastapi import FastAPI
 
-from api.auth import ensure_key
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit, ConcurrencyLimit
 from api.metrics import install_metrics
@@ -18,6 +17,7 @@ from api.routers import images, jobs, models, service, sweeps, ui
 from api.state import AppState
 from models.db import create_db_engine, create_session_factory
 from models.events import JobSignals
+from models.keys import ensure_key
 from models.queue import create_celery
 from models.settings import Settings
 from models.storage import open_store

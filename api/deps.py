@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from api.auth import find_key
 from api.errors import ApiError
-from api.limits_redis import check_rate, limits_for
+from api.limits_redis import check_rate
 from api.state import AppState
+from models.keys import find_key, limits_for
 from models.tables import ApiKey
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
@@ -13,32 +12,11 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError
 from api.state import AppState
 from models.events import best_effort, queue_key
-from models.settings import Settings
+from models.keys import limits_for
 from models.status import JobStatus
 from models.tables import ApiKey, Job
 
 log = logging.getLogger("svdq.api")
-
-
-@dataclass(frozen=True)
-class KeyLimits:
-    rate_limit_per_s: int
-    max_open_jobs: int
-    max_sweep_cells: int
-
-    def as_dict(self) -> dict[str, int]:
-        return {"rate_limit_per_s": self.rate_limit_per_s, "max_open_jobs": self.max_open_jobs,
-                "max_sweep_cells": self.max_sweep_cells}
-
-
-def limits_for(key: ApiKey, settings: Settings) -> KeyLimits:
-    """The key's own limits where it has them, else the service-wide settings."""
-    def pick(own: int | None, default: int) -> int:
-        return default if own is None else own
-
-    return KeyLimits(rate_limit_per_s=pick(key.rate_limit_per_s, settings.rate_limit_per_s),
-                     max_open_jobs=pick(key.max_open_jobs, settings.max_open_jobs_per_key),
-                     max_sweep_cells=pick(key.max_sweep_cells, settings.max_sweep_cells))
 
 
 def check_rate(redis: Any, key: ApiKey, per_second: int) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
-from api.limits_redis import check_capacity, limits_for
+from api.limits_redis import check_capacity
 from api.services import (
     JobPlan,
     ViewDeps,
@@ -28,6 +28,7 @@ from api.services import (
 )
 from api.state import AppState
 from models import sweeps as sw
+from models.keys import limits_for
 from models.params import FieldError, RenderParams, resolve_output, resolve_params
 from models.queue import make_grid_enqueue
 from models.registry import REGISTRY, get_spec

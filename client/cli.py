@@ -11,8 +11,6 @@ import sys
 import time
 from typing import Any
 
-from client.key_limits import add_limit_args, add_set_limits_command, describe, limits_from_args
-
 
 def _setup_logging() -> None:
     from models.logs import setup_logging
@@ -27,55 +25,6 @@ def cmd_db_upgrade(_: argparse.Namespace) -> int:
     settings = Settings()
     upgrade(settings.database_url)
     print(f"database at {settings.database_url.split('@')[-1]} is up to date")
-    return 0
-
-
-def cmd_keys_create(args: argparse.Namespace) -> int:
-    from api.auth import new_key_string, store_key
-    from models.db import create_db_engine, create_session_factory
-    from models.settings import Settings
-
-    engine = create_db_engine(Settings().database_url)
-    key = new_key_string()
-    with create_session_factory(engine)() as session:
-        row = store_key(session, key, name=args.name, is_admin=args.admin, limits=limits_from_args(args))
-    print(key)
-    print(f"(key {row.id} '{args.name}' created; it is shown only once)", file=sys.stderr)
-    print(f"webhook signing secret: {row.webhook_secret}", file=sys.stderr)
-    return 0
-
-
-def cmd_keys_list(_: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from models.db import create_db_engine, create_session_factory
-    from models.settings import Settings
-    from models.tables import ApiKey
-
-    engine = create_db_engine(Settings().database_url)
-    with create_session_factory(engine)() as session:
-        for k in session.scalars(select(ApiKey).order_by(ApiKey.created_at)):
-            state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
-            print(f"{k.id}  {k.prefix}…  {k.name}  {'admin ' if k.is_admin else ''}{state}  {describe(k)}")
-    return 0
-
-
-def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    from sqlalchemy import update
-
-    from models.db import create_db_engine, create_session_factory
-    from models.settings import Settings
-    from models.tables import ApiKey, utcnow
-
-    engine = create_db_engine(Settings().database_url)
-    with create_session_factory(engine)() as session:
-        res = session.execute(update(ApiKey).where(ApiKey.id == args.key_id, ApiKey.revoked_at.is_(None))
-                              .values(revoked_at=utcnow()))
-        session.commit()
-    if not res.rowcount:  # type: ignore[attr-defined]
-        print(f"svdq keys revoke: no active key {args.key_id}", file=sys.stderr)
-        return 2
-    print(f"revoked {args.key_id}; requests with it now get 401")
     return 0
 
 
@@ -263,6 +212,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from client.commands import EXIT_CODES_HELP
+    from client.key_commands import add_key_commands
 
     p = argparse.ArgumentParser(prog="svdq", description="Stable Video Diffusion as a job service.",
                                 epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -271,17 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database migrations").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply migrations").set_defaults(fn=cmd_db_upgrade)
 
-    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
-    kc = keys.add_parser("create", help="print a new API key (shown once)")
-    kc.add_argument("--name", required=True)
-    kc.add_argument("--admin", action="store_true")
-    add_limit_args(kc)
-    kc.set_defaults(fn=cmd_keys_create)
-    add_set_limits_command(keys)
-    keys.add_parser("list", help="list keys (never their secrets)").set_defaults(fn=cmd_keys_list)
-    kr = keys.add_parser("revoke", help="revoke a key at once")
-    kr.add_argument("key_id")
-    kr.set_defaults(fn=cmd_keys_revoke)
+    add_key_commands(sub)
 
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host", default="127.0.0.1")

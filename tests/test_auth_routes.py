@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.auth import new_key_string, store_key
+from models.keys import new_key_string, store_key
 from models.tables import ApiKey, utcnow
 from tests.stack import Stack, sample_png
 

@@ -10,9 +10,9 @@ import pytest
 import redis as redis_lib
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.auth import store_key
 from models.db import create_db_engine, create_session_factory
 from models.events import JobSignals
+from models.keys import store_key
 from models.maintenance import Maintenance, reap, reconcile
 from models.migrate import upgrade
 from models.tables import Image, Job, utcnow

@@ -194,8 +194,8 @@ def test_forward_chunking_and_offload_run_only_when_the_plan_says_so(holder: Pip
 
 @pytest.fixture
 def worker(tmp_path: Path, tiny_cache: Path) -> Iterator[Any]:
-    from api.auth import store_key
     from models.db import session_scope
+    from models.keys import store_key
     from models.migrate import upgrade
     from worker.context import WorkerContext
 

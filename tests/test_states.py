@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from api.auth import store_key
 from models.db import create_db_engine, create_session_factory
+from models.keys import store_key
 from models.migrate import upgrade
 from models.states import can_move, claim_job, fail_job, finish_job, record_progress
 from models.status import TERMINAL, JobStatus

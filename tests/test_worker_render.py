@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from api.auth import store_key
 from models.db import session_scope
 from models.images import clean_image
+from models.keys import store_key
 from models.migrate import upgrade
 from models.params import resolve_params
 from models.registry import REGISTRY

@@ -2,7 +2,7 @@
 chunking, model offload) chosen from free memory before a job runs, rather than after it runs out.
 
 Where the numbers come from:
-- Weights: exact parameter counts of the published configs (ops/bench/gpu.py builds them on the meta device;
+- Weights: exact parameter counts of the published configs (ops/bench/gpu builds them on the meta device;
   tests/test_bench_gpu.py checks them): UNet 1,524,623,082, temporal VAE 97,742,847, ViT-H/14 image encoder
   632,076,800; 2 bytes each in fp16 (4.51 GB in all). The worker passes the bytes of the pipeline it loaded.
 - Activations: a trace of live tensor bytes through the published UNet and VAE on the meta device (every op's
@@ -14,7 +14,7 @@ Where the numbers come from:
 - These are estimates awaiting a GPU run: the CUDA caching allocator adds fragmentation (ALLOCATOR_MARGIN), and
   cuDNN/cuBLAS workspaces and the CUDA context are outside the trace (RESERVE_BYTES). The 8.30 GB + 3.05 GB for
   offload's UNet-only residency is consistent with diffusers' note that offload + forward chunking + decode chunk 1
-  needs "less than 8 GB"; `ops/bench/gpu.py` prints the measured peak per row on a GPU.
+  needs "less than 8 GB"; `ops/bench/gpu` prints the measured peak per row on a GPU.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ from fastapi import APIRouter
 
 from api.deps import CurrentKey, StateDep
 from api.docs import answers
-from api.limits_redis import limits_for
 from models import schemas
+from models.keys import limits_for
 from models.params import param_ranges
 from models.postprocess import union_methods
 from models.presence import ready_workers

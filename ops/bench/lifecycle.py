@@ -54,7 +54,6 @@ import redis as redis_lib
 from PIL import Image
 from sqlalchemy import create_engine, text
 
-from api.auth import key_prefix
 from client.procs import (
     ScratchDatabase,
     cpu_model,
@@ -66,6 +65,7 @@ from client.procs import (
     wait_for_port,
 )
 from models.events import queue_key, queue_score
+from models.keys import key_prefix
 from models.migrate import upgrade
 from models.presence import ready_workers
 
