@@ -1,3 +1,5 @@
+"""Session fixtures: the services (Redis, PostgreSQL, S3) and the two stacks, built with ops/harness."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +10,9 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from tests.services import moto_s3, postgres_database, redis_server
-from tests.stack import Stack, build_stack
+from ops.harness.databases import postgres_database
+from ops.harness.services import moto_s3, redis_server
+from ops.harness.stack import Stack, build_stack
 
 
 @pytest.fixture(scope="session")
