@@ -1,4 +1,4 @@
-"""ops/chaos/run.py, shortened: a whole private stack (redis-server, a PostgreSQL database, the API over HTTP,
+"""ops/chaos, shortened: a whole private stack (redis-server, a PostgreSQL database, the API over HTTP,
 two tiny workers) renders 20 jobs while two workers are SIGKILLed, Redis restarts empty once and a worker is
 SIGTERMed once; every job must succeed exactly once, with its two result objects, and nothing is left behind."""
 
@@ -13,7 +13,6 @@ from pathlib import Path
 from tests.services import PG_ADMIN_URL, databases_named, require_postgres, require_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "ops" / "chaos" / "run.py"
 JOBS = 20
 
 
@@ -29,7 +28,7 @@ def test_a_short_chaos_run_ends_every_job_exactly_once(tmp_path: Path, tiny_cach
     out = tmp_path / "chaos.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "SVDQ_CHAOS_PG_ADMIN_URL": PG_ADMIN_URL}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--jobs", str(JOBS), "--kills", "2", "--wipes", "1", "--sigterms", "1",
+        [sys.executable, "-m", "ops.chaos", "--jobs", str(JOBS), "--kills", "2", "--wipes", "1", "--sigterms", "1",
          "--workers", "2", "--deadline", "240", "--seed", "7", "--cache-dir", str(tiny_cache), "--json", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-6000:]
