@@ -1,4 +1,4 @@
-"""ops/bench/lifecycle.py in its quick mode: a whole private stack (redis-server, a PostgreSQL database, the API
+"""ops/bench/lifecycle in its quick mode: a whole private stack (redis-server, a PostgreSQL database, the API
 over HTTP, a tiny worker) is started, measured and removed. Nothing here asserts on speed: every metric row only
 has to be there with a finite number, and the run has to leave no database behind."""
 
@@ -14,7 +14,6 @@ from pathlib import Path
 from tests.services import PG_ADMIN_URL, databases_named, require_postgres, require_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "ops" / "bench" / "lifecycle.py"
 
 # (start of the metric cell, whether the row has a target)
 EXPECTED = [
@@ -51,8 +50,9 @@ def test_quick_run_prints_every_metric_with_a_finite_number_and_cleans_up(tmp_pa
     require_postgres()
     out = tmp_path / "lifecycle.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "SVDQ_BENCH_PG_ADMIN_URL": PG_ADMIN_URL}
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--cache-dir", str(tmp_path / "models"),
-                           "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run([sys.executable, "-m", "ops.bench.lifecycle", "--quick", "--cache-dir",
+                           str(tmp_path / "models"), "--json", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
 
     lines = proc.stdout.splitlines()
