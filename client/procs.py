@@ -1,4 +1,6 @@
-"""Child processes for `svdq dev`: start, watch, and stop them all cleanly."""
+"""Child processes for `svdq dev` and `svdq workers`: free ports, a private redis-server's command line, and a
+supervisor that starts, watches and stops them all cleanly. (The harness for tests, benchmarks and the chaos run
+is ops/harness, outside this package.)"""
 
 from __future__ import annotations
 
@@ -9,10 +11,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 
 def free_port() -> int:
@@ -102,62 +101,3 @@ def die_with_parent() -> None:
 
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-
-
-def cpu_model() -> str:
-    import contextlib
-    import platform
-    from pathlib import Path
-
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-@contextmanager
-def no_interrupts() -> Iterator[None]:
-    """Cleanup runs to the end: a second Ctrl-C must not leave a database or a process behind."""
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old[0])
-        signal.signal(signal.SIGTERM, old[1])
-
-
-@dataclass
-class ScratchDatabase:
-    """A throwaway PostgreSQL database for a benchmark or chaos run, created and dropped through an admin URL."""
-
-    admin: Any  # sqlalchemy Engine with AUTOCOMMIT
-    admin_url: str
-    prefix: str
-    name: str = ""
-    created: bool = False
-
-    def __post_init__(self) -> None:
-        import secrets
-
-        self.name = self.name or f"{self.prefix}_{secrets.token_hex(5)}"
-
-    @property
-    def url(self) -> str:
-        return self.admin_url.rsplit("/", 1)[0] + "/" + self.name
-
-    def create(self) -> None:
-        from sqlalchemy import text
-
-        with self.admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{self.name}"'))
-        self.created = True
-
-    def drop(self) -> None:
-        from sqlalchemy import text
-
-        if not self.created:
-            return
-        with self.admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-        self.created = False

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from client.procs import cpu_model
+from ops.harness.machine import cpu_model
 from worker.encode import encode
 from worker.postprocess import interpolate_blend, interpolate_motion, upscale_lanczos
 
