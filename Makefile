@@ -30,6 +30,9 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	# the layers of ../shared/ARCHITECTURE.md (contracts in pyproject.toml), and no import loop anywhere
+	$(BIN)/lint-imports
+	$(BIN)/python ops/lint/import_cycles.py
 
 # web pages are tested in Debian's Chromium (never a downloaded browser)
 browser:

@@ -9,11 +9,13 @@ from contextlib import asynccontextmanager
 import redis
 import redis.asyncio
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from api.errors import install_error_handlers
-from api.limits import BodySizeLimit, ConcurrencyLimit
 from api.metrics import install_metrics
-from api.routers import images, jobs, models, service, sweeps, ui
+from api.openapi import install_openapi
+from api.request_limits import BodySizeLimit, ConcurrencyLimit
+from api.routers import images, jobs, keys, models, service, sweeps, ui
 from api.state import AppState
 from models.db import create_db_engine, create_session_factory
 from models.events import JobSignals
@@ -23,6 +25,11 @@ from models.settings import Settings
 from models.storage import open_store
 
 log = logging.getLogger("svdq.api")
+
+
+def operation_id(route: APIRoute) -> str:
+    """Operation ids are the route names (create_job, get_job, ...): what generated clients call their functions."""
+    return route.name
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,14 +53,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.redis.close()
         engine.dispose()
 
-    app = FastAPI(title="svdq", version="1", lifespan=lifespan,
+    app = FastAPI(title="svdq", version="1", lifespan=lifespan, generate_unique_id_function=operation_id,
                   description="Stable Video Diffusion as a job service: images in, videos out.")
     app.state.svdq = state
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 64 * 1024)
     app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests)
-    for r in (service.router, images.router, jobs.router, sweeps.router, models.router, models.keys_router,
-              ui.router):
+    for r in (service.router, images.router, jobs.router, sweeps.router, models.router, keys.router, ui.router):
         app.include_router(r)
     install_metrics(app, state)
+    install_openapi(app)
     return app

@@ -23,12 +23,6 @@ def request_hash(doc: Any) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def check_key(key: str) -> str:
-    if not 1 <= len(key) <= 255 or not key.isprintable():
-        raise ApiError(422, "invalid_request", "Idempotency-Key must be 1 to 255 printable characters.")
-    return key
-
-
 def claim(session: Session, *, owner_id: str, key: str, digest: str) -> str | None:
     """None: this request owns the key and must create the resource. Otherwise the id created before."""
     session.add(IdempotencyKey(owner_id=owner_id, key=key, request_hash=digest, created_at=utcnow()))

@@ -7,25 +7,25 @@ event, never loses the end of the stream."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from models.events import job_channel
+from models.events import ProgressEvent, job_channel, parse_job_event
+from models.schemas import Job
 from models.status import TERMINAL
 
 REREAD_S = 3.0
 KEEPALIVE_S = 15.0
 
 
-def sse(data: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+def sse(view: Job) -> bytes:
+    return b"data: " + view.model_dump_json().encode() + b"\n\n"
 
 
-async def job_event_stream(aredis: Any, job_id: str, load_view: Callable[[], dict[str, Any]],
+async def job_event_stream(aredis: Any, job_id: str, load_view: Callable[[], Job],
                            is_disconnected: Callable[[], Any]) -> AsyncIterator[bytes]:
     pubsub = aredis.pubsub()
     subscribed = False
@@ -38,7 +38,7 @@ async def job_event_stream(aredis: Any, job_id: str, load_view: Callable[[], dic
         view = await run_in_threadpool(load_view)
         yield sse(view)
         last_sent, last_read = time.monotonic(), time.monotonic()
-        while view["status"] not in TERMINAL:
+        while view.status not in TERMINAL:
             if await is_disconnected():
                 return
             msg = None
@@ -51,16 +51,16 @@ async def job_event_stream(aredis: Any, job_id: str, load_view: Callable[[], dic
                 await asyncio.sleep(0.5)
             new = view
             if msg is not None:
-                event = json.loads(msg["data"])
-                if event.get("type") == "progress" and view["status"] == "running":
-                    new = {**view, "progress": event["progress"], "queue_position": None}
+                event = parse_job_event(msg["data"])
+                if isinstance(event, ProgressEvent) and view.status == "running":
+                    new = view.model_copy(update={"progress": event.progress, "queue_position": None})
                 else:
                     new = await run_in_threadpool(load_view)
                     last_read = time.monotonic()
             elif time.monotonic() - last_read > REREAD_S:
                 new = await run_in_threadpool(load_view)
-                if new["status"] == view["status"] and view["status"] == "running":
-                    new = {**new, "progress": view["progress"]}  # the row lags the live progress
+                if new.status == view.status == "running":
+                    new = new.model_copy(update={"progress": view.progress})  # the row lags the live progress
                 last_read = time.monotonic()
             if new != view:
                 view = new

@@ -6,7 +6,6 @@ import argparse
 import os
 import secrets
 import signal
-import socket
 import sys
 import time
 from typing import Any
@@ -40,71 +39,16 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    if args.gpu is not None:
-        # before anything imports torch, so this process sees one GPU only
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
     _setup_logging()
-    from models.logs import adopt_library_logs, log_format
-
-    adopt_library_logs()
-    import redis
-    from celery.signals import worker_shutting_down
-
-    from models.maintenance import Maintenance
-    from models.presence import Heartbeat
-    from models.queue import create_celery, make_enqueue, make_grid_enqueue, queue_name
     from models.settings import Settings
-    from worker.context import WorkerContext, worker_name
-    from worker.tasks import register_tasks
+    from worker.process import run_worker
 
     settings = Settings()
     if not settings.redis_url:
         print("svdq worker: set SVDQ_REDIS_URL (svdq dev sets it for you)", file=sys.stderr)
         return 2
-    ctx = WorkerContext.create(settings, args.model, gpu=None if args.gpu is None else str(args.gpu))
-    # one name for Flower's worker list, the heartbeat and job rows, so an operator can match them up
-    ctx.name = worker_name(args.model, ctx.holder.device, None if args.gpu is None else str(args.gpu),
-                           os.getpid(), socket.gethostname())
-    ctx.start()
-    from worker.metrics import start_exporter
-
-    start_exporter(ctx, settings.worker_metrics_port if args.metrics_port is None else args.metrics_port)
-    beat = Heartbeat(redis.Redis.from_url(settings.redis_url), args.model, ctx.name,
-                     {**ctx.holder.presence(), "pipeline_instance": ctx.holder.instance_id,
-                      "revision": ctx.holder.revision, "postprocess": ctx.postprocess_methods()})
-    beat.start()
-    app = create_celery(settings)
-    register_tasks(app, ctx)
-    # the reaper and reconciler send from their own thread, so they get their own app (and connections)
-    side_app = create_celery(settings)
-    upkeep = Maintenance(sessions=ctx.sessions, signals=ctx.signals, enqueue=make_enqueue(side_app),
-                         enqueue_grid=make_grid_enqueue(side_app),
-                         max_attempts=settings.max_attempts, interval_s=settings.maintenance_interval_s,
-                         reconcile_after_s=settings.reconcile_after_s)
-    upkeep.start()
-    from api.services import webhook_payload
-    from models.webhooks import WebhookSender
-
-    sender = WebhookSender(sessions=ctx.sessions, payload=webhook_payload(ctx.store, settings.public_url),
-                           allow_private=settings.allow_private_urls, max_attempts=settings.webhook_max_attempts,
-                           base_backoff_s=settings.webhook_backoff_s)
-    sender.start()
-
-    def on_shutdown(**_: Any) -> None:
-        # Celery's warm shutdown waits for the running task; the render checks this at every step
-        ctx.shutdown_requested_at = time.monotonic()
-
-    worker_shutting_down.connect(on_shutdown, weak=False)
-    try:
-        # --quiet (a celery option, before the subcommand): no banner amid JSON lines
-        app.worker_main([*(["--quiet"] if log_format() == "json" else []), "worker", "--pool=solo",
-                         "--concurrency=1", "-Q", queue_name(args.model), "-n", ctx.name, "--loglevel=INFO",
-                         "--without-mingle", "--without-gossip", "-E"])
-    finally:
-        sender.stop()
-        upkeep.stop()
-        beat.stop()
-    return 0
+    return run_worker(settings, model=args.model, gpu=None if args.gpu is None else str(args.gpu),
+                      metrics_port=args.metrics_port)
 
 
 def cmd_flower(args: argparse.Namespace) -> int:

@@ -1,21 +1,71 @@
 """Live job signals in Redis: progress and status events on pub/sub (for SSE), cancel flags, and the
 per-model queue order used for queue_position. Redis is a delivery mechanism: each of these is also
-derivable from the jobs table, so losing Redis loses speed, never a job."""
+derivable from the jobs table, so losing Redis loses speed, never a job.
+
+The events are typed (pydantic) on both ends: the worker and the API publish `StatusEvent` / `ProgressEvent`,
+the event stream reads them back with `parse_job_event`."""
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from models.schemas import Progress
+from models.status import JobStatus
 
 log = logging.getLogger("svdq.events")
 
 CANCEL_TTL_S = 7 * 24 * 3600
 
 
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class StatusEvent(_Event):
+    """A job's status changed: readers re-read the row, which is the truth."""
+
+    type: Literal["status"] = "status"
+    status: JobStatus
+
+
+class ProgressEvent(_Event):
+    """A step of a running job: carried live, written to the row only now and then (throttled)."""
+
+    type: Literal["progress"] = "progress"
+    status: Literal["running"] = "running"
+    progress: Progress
+
+
+class GridEvent(_Event):
+    """A sweep's comparison grid for one image was composed (or could not be)."""
+
+    type: Literal["grid"] = "grid"
+    image_id: str
+    status: str
+
+
+JobEvent = Annotated[StatusEvent | ProgressEvent, Field(discriminator="type")]
+_JOB_EVENT: TypeAdapter[StatusEvent | ProgressEvent] = TypeAdapter(JobEvent)
+
+
+def parse_job_event(raw: bytes | str) -> StatusEvent | ProgressEvent | None:
+    """An event as published on a job's channel; None for anything else (a newer publisher's kind, garbage)."""
+    try:
+        return _JOB_EVENT.validate_json(raw)
+    except ValidationError:
+        return None
+
+
 def job_channel(job_id: str) -> str:
     return f"svdq:jobs:{job_id}:events"
+
+
+def sweep_channel(sweep_id: str) -> str:
+    return f"svdq:sweeps:{sweep_id}:events"
 
 
 def cancel_key(job_id: str) -> str:
@@ -45,9 +95,13 @@ class JobSignals:
     def __init__(self, redis: Any) -> None:
         self.redis = redis
 
-    def publish(self, job_id: str, event: dict[str, Any]) -> None:
+    def publish(self, job_id: str, event: StatusEvent | ProgressEvent) -> None:
         if self.redis is not None:
-            best_effort(self.redis.publish, job_channel(job_id), json.dumps(event))
+            best_effort(self.redis.publish, job_channel(job_id), event.model_dump_json())
+
+    def publish_grid(self, sweep_id: str, event: GridEvent) -> None:
+        if self.redis is not None:
+            best_effort(self.redis.publish, sweep_channel(sweep_id), event.model_dump_json())
 
     def request_cancel(self, job_id: str) -> None:
         if self.redis is not None:

@@ -7,50 +7,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from models.registry import ModelSpec
+from models.registry import REGISTRY, ModelSpec
 
 MAX_SEED = 2**63 - 1
-
-
-class RenderParams(BaseModel):
-    """Names follow diffusers' StableVideoDiffusionPipeline.__call__; None means the model default."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    width: int | None = None
-    height: int | None = None
-    resize: Literal["crop", "pad", "stretch"] | None = None
-    num_frames: int | None = None
-    num_inference_steps: int | None = None
-    fps: int | None = None
-    motion_bucket_id: int | None = None
-    noise_aug_strength: float | None = None
-    min_guidance_scale: float | None = None
-    max_guidance_scale: float | None = None
-    decode_chunk_size: int | None = None
-    seed: int | None = None
 
 
 class OutputSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    format: Literal["mp4", "webm", "gif", "frames"] = "mp4"
-
-
-class JobSpec(BaseModel):
-    """The body of POST /v1/jobs, less the image."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    model: str = "tiny"
-    params: dict[str, Any] = Field(default_factory=dict)
-    output: dict[str, Any] = Field(default_factory=dict)
-    postprocess: dict[str, Any] | None = None
-    webhook_url: str | None = None
-    priority: int = 5
-    image_id: str | None = None
-    image_url: str | None = None
-    reuse: bool = True
+    format: Literal["mp4", "webm", "gif", "frames"] = Field(
+        default="mp4", description="mp4 (H.264), webm (VP9), gif, or frames: a zip of PNGs.")
 
 
 class FieldError(BaseModel):
@@ -58,12 +24,34 @@ class FieldError(BaseModel):
     message: str
 
 
+def field_message(err: Any) -> str:
+    """One pydantic error as the sentence our 422 details carry."""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field; remove it"
+    if kind == "missing":
+        return "is required"
+    if kind in ("literal_error", "enum"):
+        return f"must be {err['ctx']['expected']}, got {err['input']!r}"
+    if kind == "int_type":
+        return f"must be an integer, got {err['input']!r}"
+    if kind == "model_type":
+        return f"must be an object, got {err['input']!r}"
+    bounds = {"greater_than_equal": "at least {ge}", "less_than_equal": "at most {le}",
+              "multiple_of": "a multiple of {multiple_of}", "float_type": "a number", "string_type": "a string",
+              "bool_type": "true or false", "list_type": "a list", "dict_type": "an object"}
+    if kind in ("string_too_long", "too_long"):  # the input itself may be huge: not quoted back
+        return f"must be at most {err['ctx']['max_length']} long"
+    if kind in bounds:
+        return f"must be {bounds[kind].format(**err.get('ctx', {}))}, got {err['input']!r}"
+    return str(err["msg"])
+
+
 def pydantic_errors(exc: ValidationError, prefix: str) -> list[FieldError]:
     out = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
-        msg = "unknown field; remove it" if err["type"] == "extra_forbidden" else err["msg"]
-        out.append(FieldError(field=loc, message=msg))
+        out.append(FieldError(field=loc, message=field_message(err)))
     return out
 
 
@@ -89,18 +77,66 @@ def param_ranges(spec: ModelSpec) -> dict[str, dict[str, float]]:
     }
 
 
+def widest_ranges() -> dict[str, dict[str, float]]:
+    """Each parameter's bounds over every model: what a request may say before its model is known (the request
+    schema publishes these; each model's own, narrower limits are checked in resolve_params)."""
+    out: dict[str, dict[str, float]] = {}
+    for spec in REGISTRY.values():
+        for name, r in param_ranges(spec).items():
+            w = out.setdefault(name, dict(r))
+            w["min"], w["max"] = min(w["min"], r["min"]), max(w["max"], r["max"])
+    return out
+
+
+_WIDE = widest_ranges()
+
+
+def _bounded(name: str, description: str) -> Any:
+    r = _WIDE[name]
+    return Field(None, ge=r["min"], le=r["max"], multiple_of=r.get("multiple_of"), description=description)
+
+
+class RenderParams(BaseModel):
+    """Names follow diffusers' StableVideoDiffusionPipeline.__call__; None (or left out) means the model default.
+    Bounds are the widest over all models; GET /v1/models lists each model's own ranges."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    width: int | None = _bounded("width", "Output width in pixels, a multiple of 64; width x height is within the "
+                                          "model's pixel limit.")
+    height: int | None = _bounded("height", "Output height in pixels, a multiple of 64.")
+    resize: Literal["crop", "pad", "stretch"] | None = Field(
+        default=None, description="How the input image is fitted to width x height (default crop).")
+    num_frames: int | None = _bounded("num_frames", "Frames to render (14 for svd, 25 for svd-xt by default).")
+    num_inference_steps: int | None = _bounded("num_inference_steps", "Denoising steps.")
+    fps: int | None = _bounded("fps", "Conditioning fps and the output frame rate.")
+    motion_bucket_id: int | None = _bounded("motion_bucket_id", "How much motion; higher moves more.")
+    noise_aug_strength: float | None = _bounded("noise_aug_strength",
+                                                "Noise added to the conditioning image; more frees the video "
+                                                "from it.")
+    min_guidance_scale: float | None = _bounded("min_guidance_scale", "Guidance at the first frame; at most "
+                                                                      "max_guidance_scale.")
+    max_guidance_scale: float | None = _bounded("max_guidance_scale", "Guidance at the last frame.")
+    decode_chunk_size: int | None = _bounded("decode_chunk_size", "Frames the VAE decodes at once, at most "
+                                                                  "num_frames; null: what fits the worker's memory.")
+    seed: int | None = _bounded("seed", "null: the server picks one and records it.")
+
+
 def _range(errors: list[FieldError], name: str, value: float, lo: float, hi: float) -> None:
     if not lo <= value <= hi:
         errors.append(FieldError(field=f"params.{name}", message=f"must be between {lo} and {hi}, got {value}"))
 
 
-def resolve_params(spec: ModelSpec, raw: dict[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
+def resolve_params(spec: ModelSpec, raw: RenderParams | dict[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
     """Merge the request's params over the model defaults and check every value against the model's
     limits. Returns (resolved, errors); resolved always carries a concrete seed."""
-    try:
-        given = RenderParams.model_validate(raw)
-    except ValidationError as exc:
-        return {}, pydantic_errors(exc, "params")
+    if isinstance(raw, RenderParams):
+        given = raw
+    else:
+        try:
+            given = RenderParams.model_validate(raw)
+        except ValidationError as exc:
+            return {}, pydantic_errors(exc, "params")
     p = dict(spec.defaults)
     p.update(given.model_dump(exclude_none=True))
     lim = spec.limits
@@ -132,7 +168,9 @@ def resolve_params(spec: ModelSpec, raw: dict[str, Any]) -> tuple[dict[str, Any]
     return p, errors
 
 
-def resolve_output(raw: dict[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
+def resolve_output(raw: OutputSpec | dict[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
+    if isinstance(raw, OutputSpec):
+        return raw.model_dump(), []
     try:
         return OutputSpec.model_validate(raw).model_dump(), []
     except ValidationError as exc:

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from models.params import pydantic_errors
 
 DEFAULT_MAX_FPS = 60
 DEFAULT_MAX_PIXELS = 4096 * 2304
@@ -43,37 +45,29 @@ class _Strict(BaseModel):
 
 
 class InterpolateSpec(_Strict):
-    fps: int
-    method: Literal["blend", "motion", "learned"]
+    # bounds checked in check_postprocess (with the render's own fps), published here for the request schema
+    fps: int = Field(json_schema_extra={"minimum": 2, "maximum": DEFAULT_MAX_FPS},
+                     description="The output frame rate, above the render's fps.")
+    method: Literal["blend", "motion", "learned"] = Field(
+        description="blend: cross-fade; motion: ffmpeg's motion-compensated interpolation; learned: RIFE (where "
+                    "GET /v1/models lists it).")
 
 
 class UpscaleSpec(_Strict):
     factor: Literal[2, 4]
-    method: Literal["lanczos", "learned"]
+    method: Literal["lanczos", "learned"] = Field(
+        description="lanczos, or learned: a Real-ESRGAN-family model (where GET /v1/models lists it).")
 
 
 class PostprocessSpec(_Strict):
+    """Stages after denoising, before encoding: interpolation, then upscaling."""
+
     interpolate: InterpolateSpec | None = None
     upscale: UpscaleSpec | None = None
 
     @property
     def empty(self) -> bool:
         return self.interpolate is None and self.upscale is None
-
-
-def _message(err: Any) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown field; remove it"
-    if kind == "missing":
-        return "is required"
-    if kind == "literal_error":
-        return f"must be {err['ctx']['expected']}, got {err['input']!r}"
-    if kind == "int_type":
-        return f"must be an integer, got {err['input']!r}"
-    if kind == "model_type":
-        return f"must be an object, got {err['input']!r}"
-    return str(err["msg"])
 
 
 def validate_postprocess(raw: dict[str, Any], *, render_fps: int, width: int, height: int,
@@ -93,7 +87,18 @@ def validate_postprocess(raw: dict[str, Any], *, render_fps: int, width: int, he
     try:
         spec = PostprocessSpec.model_validate(raw)
     except ValidationError as exc:
-        return None, [(".".join(str(p) for p in ("postprocess", *e["loc"])), _message(e)) for e in exc.errors()]
+        return None, [(e.field, e.message) for e in pydantic_errors(exc, "postprocess")]
+    errors = check_postprocess(spec, render_fps=render_fps, width=width, height=height, max_fps=max_fps,
+                               max_pixels=max_pixels, learned=learned)
+    if errors:
+        return None, errors
+    return (None if spec.empty else spec), []
+
+
+def check_postprocess(spec: PostprocessSpec, *, render_fps: int, width: int, height: int,
+                      max_fps: int = DEFAULT_MAX_FPS, max_pixels: int = DEFAULT_MAX_PIXELS,
+                      learned: Collection[str] | None = None) -> list[tuple[str, str]]:
+    """What a well-formed `postprocess` asks that this render cannot give: (field path, message) pairs."""
     errors: list[tuple[str, str]] = []
     for stage, part in (("interpolate", spec.interpolate), ("upscale", spec.upscale)):
         if learned is not None and part is not None and part.method == "learned" and stage not in learned:
@@ -112,9 +117,7 @@ def validate_postprocess(raw: dict[str, Any], *, render_fps: int, width: int, he
             errors.append(("postprocess.upscale.factor",
                            f"{f}x of {width}x{height} gives {w}x{h} = {w * h} pixels, over the limit of "
                            f"{max_pixels}; use a smaller factor or a smaller render size"))
-    if errors:
-        return None, errors
-    return (None if spec.empty else spec), []
+    return errors
 
 
 def unavailable_message(stage: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 
@@ -58,3 +59,16 @@ REGISTRY: dict[str, ModelSpec] = {
 
 def get_spec(name: str) -> ModelSpec | None:
     return REGISTRY.get(name)
+
+
+class ModelName(StrEnum):
+    """The registry's names, as requests give them (and generated clients offer them)."""
+
+    SVD = "svd"
+    SVD_XT = "svd-xt"
+    SVD_XT_1_1 = "svd-xt-1-1"
+    TINY = "tiny"
+
+
+if set(ModelName) != set(REGISTRY):
+    raise RuntimeError("models.registry.ModelName must list exactly the REGISTRY's models")

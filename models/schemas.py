@@ -82,6 +82,7 @@ class Image(ApiModel):
     content_type: str
     bytes: int
     sha256: str
+    created_at: datetime | None = None
 
 
 class SweepGrid(ApiModel):
@@ -100,10 +101,14 @@ class Sweep(ApiModel):
     total: int
     counts: dict[str, int] = Field(default_factory=dict)
     axes: dict[str, list[Any]] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    images: list[str] = Field(default_factory=list)
+    output: dict[str, Any] = Field(default_factory=dict)
     grids: list[SweepGrid] = Field(default_factory=list)
     gallery_url: str | None = None
     created_at: datetime | None = None
     finished_at: datetime | None = None
+    canceled_at: datetime | None = None
 
     @property
     def done(self) -> bool:
@@ -115,12 +120,66 @@ class Sweep(ApiModel):
         return sum(self.counts.get(s, 0) for s in TERMINAL)
 
 
+class WorkerInfo(ApiModel):
+    """A ready worker of a model, as its heartbeat advertises it."""
+
+    name: str | None = None
+    device: str | None = None
+    postprocess: dict[str, list[str]] | None = None
+
+
 class Model(ApiModel):
     name: str
+    description: str | None = None
     source: str | None = None
     defaults: dict[str, Any] = Field(default_factory=dict)
     limits: dict[str, Any] = Field(default_factory=dict)
+    # each numeric parameter's bounds for this model: {"width": {"min": 64, "max": 2048, "multiple_of": 64}, ...}
+    ranges: dict[str, dict[str, float]] = Field(default_factory=dict)
     workers_ready: int = 0
+    # each post-processing stage's methods some ready worker runs ("learned" only where one has the weights)
+    postprocess: dict[str, list[str]] = Field(default_factory=dict)
+    workers: list[WorkerInfo] = Field(default_factory=list)
+
+
+class WebhookDelivery(ApiModel):
+    """One webhook event for one URL: its stable id (the `webhook-id` header), attempts and outcome."""
+
+    id: str
+    event: str
+    url: str
+    status: str  # pending | delivered | failed
+    attempts: int
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    created_at: datetime | None = None
+
+
+class DeliveryLog(ApiModel):
+    items: list[WebhookDelivery]
+
+
+class KeyLimits(ApiModel):
+    rate_limit_per_s: int
+    max_open_jobs: int
+    max_sweep_cells: int
+
+
+class KeySelf(ApiModel):
+    """The calling key: its id, name, the secret that signs its webhooks, and the limits that apply to it."""
+
+    id: str
+    name: str
+    prefix: str
+    admin: bool
+    webhook_secret: str | None = None
+    created_at: datetime | None = None
+    limits: KeyLimits
+
+
+class ServiceStatus(ApiModel):
+    status: str  # "ok" (/healthz) or "ready" (/readyz)
 
 
 T = TypeVar("T", bound=BaseModel)

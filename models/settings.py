@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = 6 * 3600
     progress_interval_s: float = 0.5
     max_sweep_cells: int = 500
-    # requests using the database at once per API process; below the pool's 30 connections (see api.limits)
+    # requests using the database at once per API process; below the pool's 30 connections (see api.request_limits)
     max_concurrent_requests: int = 24
     rate_limit_per_s: int = 50  # requests per second per key, across API replicas (0: off)
     max_open_jobs_per_key: int = 5000  # queued + running per key

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from models.queue import GridEnqueue
 from models.status import TERMINAL, JobStatus
 from models.tables import Job, Sweep, SweepGrid, utcnow
 
-GridEnqueue = Callable[[str, str, str], None]  # (sweep_id, image_id, model)
 STALE_COMPOSE = timedelta(minutes=10)
 RESEND_AFTER = timedelta(seconds=60)  # a pending grid's message is sent again only after this
 
@@ -66,12 +65,9 @@ def claim_grid(session: Session, *, sweep_id: str, image_id: str) -> bool:
     return bool(res.rowcount)  # type: ignore[attr-defined]
 
 
-def cell_ended(session: Session, job: Job, enqueue_grid: GridEnqueue | None) -> None:
-    """After a cell reaches a terminal state: when it was its image's last, have the grid composed."""
-    if job.sweep_id is None or enqueue_grid is None:
-        return
-    if image_done(session, job.sweep_id, job.image_id):
-        request_grid(session, enqueue_grid, job.sweep_id, job.image_id, job.model)
+def pending_grid_images(session: Session, sweep_id: str) -> list[str]:
+    return list(session.scalars(select(SweepGrid.image_id).where(SweepGrid.sweep_id == sweep_id,
+                                                                 SweepGrid.status == "pending")))
 
 
 def request_grid(session: Session, enqueue_grid: GridEnqueue, sweep_id: str, image_id: str, model: str) -> None:

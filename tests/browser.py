@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tests.services import unavailable
-from tests.stack import API_KEY, ROOT
+from ops.harness import ROOT
+from ops.harness.services import unavailable
+from ops.harness.stack import API_KEY
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page

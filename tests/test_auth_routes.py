@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 
 from models.keys import new_key_string, store_key
 from models.tables import ApiKey, utcnow
-from tests.stack import Stack, sample_png
+from ops.harness.images import sample_png
+from ops.harness.stack import Stack
 
 
 def v1_routes(client: TestClient) -> list[tuple[str, str]]:
@@ -83,7 +84,7 @@ def test_keys_list_and_revoke_from_the_command_line(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.stack import ROOT
+    from ops.harness import ROOT
 
     env = {**os.environ, "SVDQ_DATABASE_URL": f"sqlite:///{tmp_path}/k.db"}
 

@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import func, select
 
 from models.tables import Job
-from tests.stack import Stack, sample_png
+from ops.harness.images import sample_png
+from ops.harness.stack import Stack
 
 
 def huge_png(width: int = 30000, height: int = 30000) -> bytes:

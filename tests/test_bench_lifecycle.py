@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.services import PG_ADMIN_URL, databases_named, require_postgres, require_redis_server
+from ops.harness.databases import databases_named
+from ops.harness.services import PG_ADMIN_URL, require_postgres, require_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 

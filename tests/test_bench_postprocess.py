@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-from tests.stack import ROOT
+from ops.harness import ROOT
 
 
 def test_the_postprocess_benchmark_prints_a_row_per_stage() -> None:

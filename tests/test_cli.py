@@ -17,7 +17,8 @@ from client import commands
 from client.cli import build_parser, main
 from client.procs import free_port
 from client.sdk import Client
-from tests.stack import API_KEY, ROOT, Stack
+from ops.harness import ROOT
+from ops.harness.stack import API_KEY, Stack
 
 SAMPLE = ROOT / "ops" / "samples" / "rocket.jpg"
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.services import unavailable
-from tests.stack import ROOT
+from ops.harness import ROOT
+from ops.harness.services import unavailable
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SECRETS = {

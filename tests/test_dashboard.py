@@ -12,7 +12,7 @@ import promql_parser
 import pytest
 import yaml
 
-from tests.stack import ROOT
+from ops.harness import ROOT
 
 MONITORING = ROOT / "ops" / "monitoring"
 DASHBOARDS = sorted((MONITORING / "grafana" / "dashboards").glob("*.json"))

@@ -8,8 +8,8 @@ import shutil
 import subprocess
 import sys
 
-from tests.services import unavailable
-from tests.stack import ROOT
+from ops.harness import ROOT
+from ops.harness.services import unavailable
 
 
 def test_the_demo_writes_a_video_that_decodes_and_stops_the_stack(tmp_path) -> None:  # type: ignore[no-untyped-def]

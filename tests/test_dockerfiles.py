@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import unavailable
-from tests.stack import ROOT
+from ops.harness import ROOT
+from ops.harness.services import unavailable
 
 DOCKERFILES = sorted((ROOT / "ops" / "docker").glob("*.Dockerfile"))
 API = ROOT / "ops" / "docker" / "api.Dockerfile"

@@ -10,7 +10,7 @@ import httpx
 import imageio_ffmpeg
 from PIL import Image
 
-from tests.stack import Stack
+from ops.harness.stack import Stack
 
 
 def decode(data: bytes, tmp_path, suffix: str = "mp4") -> tuple[int, tuple[int, int], float]:  # type: ignore[no-untyped-def]
@@ -68,7 +68,7 @@ def test_a_second_job_on_the_same_worker_does_not_load_the_pipeline_again(sqlite
 
 
 def test_a_multipart_job_with_its_spec_renders(stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from tests.stack import sample_png
+    from ops.harness.images import sample_png
 
     r = stack.client.post("/v1/jobs", headers=stack.headers, files={"image": ("x.png", sample_png(), "image/png")},
                           data={"spec": '{"model": "tiny", "params": {"num_inference_steps": 2, "num_frames": 5}}'})

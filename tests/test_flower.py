@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from client.procs import free_port, wait_for_port
-from tests.stack import ROOT, Stack
+from ops.harness import ROOT
+from ops.harness.stack import Stack
 from worker.context import worker_name
 
 USER, PASSWORD = "ops", "flower-" + secrets.token_hex(8)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ops.harness.images import sample_png
+from ops.harness.stack import API_KEY, Stack
 from tests.browser import chromium, open_tab
-from tests.stack import API_KEY, Stack, sample_png
 from tests.test_sweeps import wait_sweep
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from client.procs import free_port
 from models.fetch import FetchError, fetch_image_url
-from tests.stack import Stack, sample_png
+from ops.harness.images import sample_png
+from ops.harness.stack import Stack
 
 PNG = sample_png(color=(9, 99, 199))
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from models.images import ImageRejected, clean_image, fit_image
-from tests.stack import sample_png
+from ops.harness.images import sample_png
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:  # type: ignore[no-untyped-def]

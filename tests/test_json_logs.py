@@ -20,7 +20,8 @@ from api.app import create_app
 from models.logs import JobIdFilter, JsonFormatter, job_context
 from models.migrate import upgrade
 from models.settings import Settings
-from tests.stack import API_KEY, ROOT, Stack
+from ops.harness import ROOT
+from ops.harness.stack import API_KEY, Stack
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

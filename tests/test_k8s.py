@@ -22,8 +22,8 @@ from kombu.transport.redis import Channel
 from models.queue import broker_priority, create_celery, make_enqueue, queue_name
 from models.registry import REGISTRY
 from models.settings import Settings
-from tests.services import redis_server, unavailable
-from tests.stack import ROOT
+from ops.harness import ROOT
+from ops.harness.services import redis_server, unavailable
 
 K8S = ROOT / "ops" / "k8s"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").is_file())

@@ -18,7 +18,9 @@ import torch
 
 import worker.learned as learned_mod
 from models.postprocess import PostprocessSpec, union_methods, validate_postprocess
-from tests.stack import ROOT, TERMINAL, Stack, build_stack
+from models.status import TERMINAL
+from ops.harness import ROOT
+from ops.harness.stack import Stack, build_stack
 from tests.test_e2e import decode, fetch
 from worker.frames import PostprocessCanceled, PostprocessUnavailable
 from worker.learned import Interpolator, LearnedError, LearnedModels, Upscaler, import_spandrel

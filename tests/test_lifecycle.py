@@ -8,7 +8,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tests.stack import Stack, sample_png
+from ops.harness.images import sample_png
+from ops.harness.stack import Stack
 
 SLOW = {"num_inference_steps": 50, "num_frames": 14}  # several seconds on a CPU
 

@@ -13,7 +13,9 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from models.migrate import upgrade
 from models.settings import Settings
-from tests.stack import API_KEY, ROOT, sample_png
+from ops.harness import ROOT
+from ops.harness.images import sample_png
+from ops.harness.stack import API_KEY
 
 H = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -113,7 +115,7 @@ def test_a_keys_open_jobs_are_counted_in_sql_once_per_ttl_and_a_refusal_is_reche
         tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import redis
 
-    import api.limits_redis as limits
+    import api.quotas as limits
     from models.db import session_scope
     from models.tables import Job
 

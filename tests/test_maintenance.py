@@ -13,9 +13,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.db import create_db_engine, create_session_factory
 from models.events import JobSignals
 from models.keys import store_key
-from models.maintenance import Maintenance, reap, reconcile
+from models.lifecycle import Effects
 from models.migrate import upgrade
 from models.tables import Image, Job, utcnow
+from worker.maintenance import Maintenance, reap, reconcile
 
 
 @pytest.fixture
@@ -60,8 +61,9 @@ def test_the_reconciler_sends_each_forgotten_job_once_however_often_it_runs(db, 
     signals.queued("tiny", "job_known", 5, utcnow())
     sent: list[str] = []
     with db() as s:
-        first = reconcile(s, signals=signals, enqueue=lambda j, *a: sent.append(j), older_than_s=10)
-        second = reconcile(s, signals=signals, enqueue=lambda j, *a: sent.append(j), older_than_s=10)
+        fx = Effects(signals=signals, enqueue=lambda j, *a: sent.append(j), enqueue_grid=lambda *a: None)
+        first = reconcile(s, fx=fx, older_than_s=10)
+        second = reconcile(s, fx=fx, older_than_s=10)
     assert (first, second) == (5, 0)
     assert sorted(sent) == [f"job_q{i}" for i in range(5)]
 
@@ -72,7 +74,8 @@ def test_the_reaper_requeues_dead_leases_leaves_live_ones_and_fails_poison_jobs(
     add_job(db, "job_poison", status="running", worker="tiny-w3@a", lease_in_s=-5, attempts=3)
     sent: list[str] = []
     with db() as s:
-        counts = reap(s, signals=signals, enqueue=lambda j, *a: sent.append(j), max_attempts=3)
+        fx = Effects(signals=signals, enqueue=lambda j, *a: sent.append(j), enqueue_grid=lambda *a: None)
+        counts = reap(s, fx=fx, max_attempts=3)
     assert counts == {"requeued": 1, "failed": 1} and sent == ["job_dead"]
     with db() as s:
         dead, alive, poison = (s.get(Job, j) for j in ("job_dead", "job_alive", "job_poison"))
@@ -85,7 +88,8 @@ def test_the_reaper_requeues_dead_leases_leaves_live_ones_and_fails_poison_jobs(
 
 def test_one_maintenance_pass_runs_at_a_time_across_workers(db, signals) -> None:  # type: ignore[no-untyped-def]
     add_job(db, "job_q")
-    m = Maintenance(sessions=db, signals=signals, enqueue=lambda *a: None, max_attempts=3, interval_s=1,
+    fx = Effects(signals=signals, enqueue=lambda *a: None, enqueue_grid=lambda *a: None)
+    m = Maintenance(sessions=db, fx=fx, max_attempts=3, interval_s=1,
                     reconcile_after_s=1)
     signals.redis.set(Maintenance.LOCK, "someone-else", ex=30)
     assert m.run_once() == {}  # another worker holds the pass

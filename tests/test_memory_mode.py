@@ -15,8 +15,10 @@ import redis
 from PIL import Image
 from pydantic import ValidationError
 
-from models.presence import Heartbeat, ready_workers
+from models.presence import ready_workers
 from models.settings import Settings
+from worker.device import describe_device
+from worker.heartbeat import Heartbeat
 from worker.memory import (
     GIB,
     SVD_FOOTPRINT,
@@ -27,7 +29,7 @@ from worker.memory import (
     plan_memory,
     svd_weights,
 )
-from worker.pipeline import PipelineHolder, describe_device
+from worker.pipeline import PipelineHolder
 
 XT = {"frames": 25, "height": 576, "width": 1024, "dtype_bytes": 2, "weights": svd_weights()}
 
@@ -194,6 +196,8 @@ def test_forward_chunking_and_offload_run_only_when_the_plan_says_so(holder: Pip
 
 @pytest.fixture
 def worker(tmp_path: Path, tiny_cache: Path) -> Iterator[Any]:
+    from celery import Celery
+
     from models.db import session_scope
     from models.keys import store_key
     from models.migrate import upgrade
@@ -205,7 +209,7 @@ def worker(tmp_path: Path, tiny_cache: Path) -> Iterator[Any]:
         s = Settings(_env_file=None, database_url=f"sqlite:///{tmp_path}/w{len(made)}.db",  # type: ignore[call-arg]
                      storage_url=f"file://{tmp_path}/res", cache_dir=tiny_cache, device="cpu", **settings)
         upgrade(s.database_url)
-        ctx = WorkerContext.create(s, "tiny")
+        ctx = WorkerContext.load(s, "tiny", celery=Celery("t", broker="memory://"))
         with session_scope(ctx.sessions) as session:
             store_key(session, "svdq_memory_mode_key_1", name="w")
         made.append(ctx)
@@ -230,24 +234,23 @@ def test_with_compile_on_the_warm_up_runs_once_at_start_and_jobs_pay_no_compilat
         return real_call(self, *a)
 
     monkeypatch.setattr(PipelineHolder, "_call", spy)
-    # Given a worker with compile on (Dynamo for real, its eager backend instead of inductor's code generation)
-    ctx = worker(compile=True, compile_backend="eager")
     before = compiled_graphs()
-    # When it starts
-    ctx.start()
+    # Given a worker with compile on (Dynamo for real, its eager backend instead of inductor's code generation)
+    # When it starts (its context is built, the pipeline loaded)
+    ctx = worker(compile=True, compile_backend="eager")
     # Then one warm-up render at the model's default size compiled the UNet
     assert renders == [14] and compiled_graphs() > before and ctx.holder.warmup_seconds is not None
     assert ctx.holder.record()["compile_warmup_seconds"] > 0
     # and jobs of that size afterwards compile nothing and say so
     for seed in (1, 2):
         job_id = make_job(ctx, seed=seed, num_frames=14)
-        assert run_render(ctx, job_id) == "succeeded"
+        assert run_render(ctx, job_id).label == "succeeded"
         pipeline = load(ctx, job_id).runtime["pipeline"]  # type: ignore[index]
         assert pipeline["compiled"] is True and pipeline["compile_warm"] is True and pipeline["compilations"] == 0
     assert renders == [14, 14, 14]
     # a job of another size does recompile, and is recorded as not warm
     job_id = make_job(ctx, num_frames=6)
-    assert run_render(ctx, job_id) == "succeeded"
+    assert run_render(ctx, job_id).label == "succeeded"
     pipeline = load(ctx, job_id).runtime["pipeline"]  # type: ignore[index]
     assert pipeline["compilations"] > 0 and pipeline["compile_warm"] is False
 
@@ -257,7 +260,6 @@ def test_with_compile_off_a_worker_starts_without_a_warm_up_render(worker: Any,
     renders: list[int] = []
     monkeypatch.setattr(PipelineHolder, "_call", lambda self, *a: renders.append(1))
     ctx = worker()
-    ctx.start()
     assert renders == [] and ctx.holder.warmup_seconds is None and ctx.holder.record()["compile_warmup_seconds"] is None
 
 

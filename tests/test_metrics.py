@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from models.settings import Settings
-from tests.services import RedisProcess
-from tests.stack import API_KEY, Stack, build_stack
+from ops.harness.services import RedisProcess
+from ops.harness.stack import API_KEY, Stack, build_stack
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

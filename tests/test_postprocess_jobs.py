@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.stack import Stack
+from ops.harness.stack import Stack
 from tests.test_e2e import decode, fetch
 
 BASE = {"num_frames": 6, "fps": 7, "num_inference_steps": 2}

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests.services import RedisProcess, TcpProxy, postgres_database
-from tests.stack import Stack, build_stack
+from ops.harness.databases import postgres_database
+from ops.harness.proxy import TcpProxy
+from ops.harness.services import RedisProcess
+from ops.harness.stack import Stack, build_stack
 
 SLOW = {"num_inference_steps": 50, "num_frames": 14}
 FAST_UPKEEP = {"SVDQ_LEASE_S": "2", "SVDQ_MAINTENANCE_INTERVAL_S": "0.5", "SVDQ_RECONCILE_AFTER_S": "1",
@@ -159,7 +161,7 @@ def test_the_api_answers_503_fast_while_its_database_is_down_and_recovers(tmp_pa
 
     from api.app import create_app
     from models.settings import Settings
-    from tests.stack import API_KEY
+    from ops.harness.stack import API_KEY
 
     proxy = TcpProxy(5432)
     proxy.restore()

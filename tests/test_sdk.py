@@ -17,8 +17,9 @@ import pytest
 from client._http import RetryPolicy, retry_after_seconds
 from client.sdk import Client, SvdqError
 from client.types import Job
-from tests.services import TcpProxy
-from tests.stack import API_KEY, Stack, sample_png
+from ops.harness.images import sample_png
+from ops.harness.proxy import TcpProxy
+from ops.harness.stack import API_KEY, Stack
 
 
 def unique_png() -> bytes:

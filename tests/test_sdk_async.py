@@ -13,7 +13,7 @@ from client._http import RetryPolicy
 from client.async_sdk import AsyncClient
 from client.sdk import SvdqError
 from client.types import Job
-from tests.stack import API_KEY, Stack
+from ops.harness.stack import API_KEY, Stack
 from tests.test_sdk import JOB, assert_progress_rises_to_the_end, decode, jobs_of_image, proxied, unique_png
 
 

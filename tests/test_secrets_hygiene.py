@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from tests.stack import API_KEY, ROOT, Stack
+from ops.harness import ROOT
+from ops.harness.stack import API_KEY, Stack
 
 
 def test_no_key_secret_or_presigned_url_appears_in_logs(pg_s3_stack: Stack, caplog: pytest.LogCaptureFixture) -> None:

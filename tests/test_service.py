@@ -14,7 +14,9 @@ from api.app import create_app
 from client.procs import free_port
 from models.migrate import upgrade
 from models.settings import Settings
-from tests.stack import API_KEY, ROOT, Stack, sample_png
+from ops.harness import ROOT
+from ops.harness.images import sample_png
+from ops.harness.stack import API_KEY, Stack
 
 
 def test_health_ready_and_models(sqlite_stack: Stack) -> None:

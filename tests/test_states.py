@@ -1,4 +1,6 @@
-"""The job state machine moves only through conditional updates: racing callers cannot both win."""
+"""The job state machine moves only through conditional updates guarded by its transition table: racing callers
+cannot both win, and a move the table does not allow cannot be made (tests/test_job_state_machine.py drives it
+with random calls)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from sqlalchemy.orm import Session
 from models.db import create_db_engine, create_session_factory
 from models.keys import store_key
 from models.migrate import upgrade
-from models.states import can_move, claim_job, fail_job, finish_job, record_progress
+from models.states import TRANSITIONS, Move, can_move, claim_job, fail_job, finish_job, record_progress
 from models.status import TERMINAL, JobStatus
 from models.tables import Image, Job, utcnow
 
@@ -74,3 +76,21 @@ def test_the_transition_table_has_no_exit_from_terminal_states() -> None:
     for src in TERMINAL:
         assert not any(can_move(src, dst) for dst in JobStatus)
     assert can_move(JobStatus.QUEUED, JobStatus.RUNNING) and not can_move(JobStatus.QUEUED, JobStatus.SUCCEEDED)
+
+
+def test_a_move_the_table_does_not_allow_cannot_be_built() -> None:
+    for src in TERMINAL:
+        for dst in JobStatus:
+            with pytest.raises(ValueError, match="cannot move"):
+                Move(src, dst)
+    with pytest.raises(ValueError, match="from queued to succeeded"):
+        Move(JobStatus.QUEUED, JobStatus.SUCCEEDED)
+
+
+def test_the_table_is_what_guards_the_updates(session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a table that no longer lets a queued job be failed or canceled
+    monkeypatch.setitem(TRANSITIONS, JobStatus.QUEUED, frozenset({JobStatus.RUNNING}))
+    # When the API fails a queued job, Then the state machine itself refuses, and the row stays as it was
+    with pytest.raises(ValueError, match="from queued to failed"):
+        fail_job(session, job_id="job_1", worker=None, code="queue_unavailable", message="no broker")
+    assert status(session) == "queued"

@@ -11,7 +11,8 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from models.tables import Job, Sweep
-from tests.stack import Stack, sample_png
+from ops.harness.images import sample_png
+from ops.harness.stack import Stack
 from tests.test_e2e import fetch
 from worker.grid import BAND, GAP, PLACEHOLDER_BG, decode_video
 

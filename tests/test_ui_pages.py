@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 
 from models.db import create_db_engine
 from models.states import fail_job
+from ops.harness.images import sample_png
+from ops.harness.stack import API_KEY, Stack
 from tests.browser import Tab, chromium, open_tab
-from tests.stack import API_KEY, Stack, sample_png
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, FilePayload

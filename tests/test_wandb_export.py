@@ -18,7 +18,8 @@ import wandb
 from wandb.proto import wandb_internal_pb2
 
 from client.wandb_export import export_from_api, export_sweep, run_name, same_origin
-from tests.stack import Stack, sample_png
+from ops.harness.images import sample_png
+from ops.harness.stack import Stack
 
 QUICK = {"num_inference_steps": 2, "num_frames": 4, "seed": 42}
 BUCKETS = [120, 240]

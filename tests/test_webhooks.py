@@ -7,19 +7,17 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from client.procs import free_port
 from models.netcheck import UrlRejected, check_url
 from models.webhooks import sign
-from tests.stack import Stack
+from ops.harness.stack import Stack
+from ops.harness.webhooks import WebhookReceiver as Receiver
 
 
 def test_signatures_match_the_standard_webhooks_test_vector() -> None:
@@ -51,36 +49,6 @@ def test_a_name_that_resolves_to_a_private_address_is_refused_and_a_public_one_p
     with pytest.raises(UrlRejected, match="not a public address"):
         check_url("https://hooks.example.org/x", resolve=lambda h, p: ["10.0.0.7"])
     assert check_url("https://hooks.example.org/x", resolve=lambda h, p: ["93.184.216.34"]) == ["93.184.216.34"]
-
-
-class Receiver:
-    """A local webhook endpoint that records every delivery and fails the first `fail` of them."""
-
-    def __init__(self, fail: int = 0) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.fail = fail
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                outer.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
-                self.send_response(500 if len(outer.requests) <= outer.fail else 204)
-                self.end_headers()
-
-            def log_message(self, *a: Any) -> None:
-                pass
-
-        self.port = free_port()
-        self.server = HTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.port}/hook"
-
-    def wait_for(self, n: int, timeout: float = 60) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while len(self.requests) < n and time.monotonic() < deadline:
-            time.sleep(0.1)
-        return self.requests
 
 
 @pytest.fixture
@@ -181,6 +149,6 @@ def test_webhook_urls_to_private_addresses_are_refused_at_submission(tmp_path: P
 
 
 def _png() -> bytes:
-    from tests.stack import sample_png
+    from ops.harness.images import sample_png
 
     return sample_png()

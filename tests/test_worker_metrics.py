@@ -7,18 +7,16 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import httpx
 import pytest
 
 from client.procs import free_port
 from models.storage import LocalStore, image_key, open_store
-from tests.services import RedisProcess
-from tests.stack import Stack, build_stack
+from ops.harness.services import RedisProcess
+from ops.harness.stack import Stack, build_stack
 from tests.test_metrics import Samples, delta, parse, value, wait_status
-from worker.metrics import WorkerMetrics, start_exporter
+from worker.metrics import MetricsExporter, WorkerMetrics
 
 
 @pytest.fixture(scope="module")
@@ -77,21 +75,25 @@ def test_a_workers_exporter_counts_its_renders_failures_and_steps_and_shows_when
 
 def test_port_zero_turns_the_exporter_off_and_a_taken_port_leaves_the_worker_running(
         caplog: pytest.LogCaptureFixture) -> None:
-    ctx: Any = SimpleNamespace(spec=SimpleNamespace(name="tiny"), holder=SimpleNamespace(load_seconds=1.5),
-                               metrics=None)
-    start_exporter(ctx, 0)
-    assert ctx.metrics is None
+    metrics = WorkerMetrics("tiny")
+    metrics.load_seconds.labels("tiny").set(1.5)
+    off = MetricsExporter(metrics, 0)
+    off.start()
+    assert not off.serving
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        assert WorkerMetrics("tiny").serve(port, host="127.0.0.1") is False
+        clash = MetricsExporter(WorkerMetrics("tiny"), port, host="127.0.0.1")
+        clash.start()
+        assert not clash.serving
     assert "not started on port" in caplog.text
 
     ctx_port = free_port()
-    start_exporter(ctx, ctx_port)
-    assert isinstance(ctx.metrics, WorkerMetrics)
+    exporter = MetricsExporter(metrics, ctx_port)
+    exporter.start()
+    assert exporter.serving
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -102,3 +104,4 @@ def test_port_zero_turns_the_exporter_off_and_a_taken_port_leaves_the_worker_run
             time.sleep(0.1)
     assert value(samples, "svdq_worker_model_load_seconds", model="tiny") == 1.5
     assert value(samples, "svdq_worker_renders_total", model="tiny") == 0
+    exporter.stop()

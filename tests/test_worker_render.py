@@ -1,12 +1,14 @@
-"""The worker's render path in-process (no broker): each way a job can go wrong ends it with a code
-and a message, and a message for a job that is not queued renders nothing."""
+"""The worker's render path in-process (Celery's in-memory broker): each way a job can go wrong ends it with a
+code and a message or puts it back in the queue, and a message for a job that is not queued renders nothing."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from celery import Celery
 
 from models.db import session_scope
 from models.images import clean_image
@@ -17,7 +19,7 @@ from models.registry import REGISTRY
 from models.settings import Settings
 from models.storage import StorageError, image_key
 from models.tables import ApiKey, Image, Job, utcnow
-from tests.stack import sample_png
+from ops.harness.images import sample_png
 from worker.context import WorkerContext
 from worker.render import run_render
 
@@ -28,8 +30,7 @@ def ctx(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> Iterator[
     settings = Settings(_env_file=None, database_url=f"sqlite:///{tmp}/w.db", storage_url=f"file://{tmp}/res",
                         cache_dir=tiny_cache, device="cpu", progress_interval_s=0.0)
     upgrade(settings.database_url)
-    c = WorkerContext.create(settings, "tiny")
-    c.start()
+    c = WorkerContext.load(settings, "tiny", celery=Celery("t", broker="memory://"))
     with session_scope(c.sessions) as s:
         store_key(s, "svdq_worker_unit_key_1", name="w")
     yield c
@@ -66,7 +67,7 @@ def load(ctx: WorkerContext, job_id: str) -> Job:
 
 def test_a_job_renders_and_records_progress_result_and_runtime(ctx: WorkerContext) -> None:
     job_id = make_job(ctx, seed=3)
-    assert run_render(ctx, job_id) == "succeeded"
+    assert run_render(ctx, job_id).label == "succeeded"
     job = load(ctx, job_id)
     assert job.status == "succeeded" and job.progress_stage == "done" and job.progress_step == 2
     assert job.result is not None and ctx.store.exists(job.result["video_key"])
@@ -83,14 +84,14 @@ def test_the_same_seed_renders_the_same_bytes(ctx: WorkerContext) -> None:
 
 def test_a_message_for_a_job_that_is_not_queued_renders_nothing(ctx: WorkerContext) -> None:
     job_id = make_job(ctx, status="canceled")
-    assert run_render(ctx, job_id) == "skipped:canceled"
+    assert run_render(ctx, job_id).label == "skipped:canceled"
     assert load(ctx, job_id).status == "canceled" and load(ctx, job_id).attempts == 0
-    assert run_render(ctx, "job_does_not_exist") == "missing"
+    assert run_render(ctx, "job_does_not_exist").label == "missing"
 
 
 def test_a_missing_image_fails_the_job_with_image_missing(ctx: WorkerContext) -> None:
     job_id = make_job(ctx, store_image=False)
-    assert run_render(ctx, job_id) == "failed:image_missing"
+    assert run_render(ctx, job_id).label == "failed:image_missing"
     job = load(ctx, job_id)
     assert job.status == "failed" and job.error_code == "image_missing"
     assert "upload it again" in (job.error_message or "")
@@ -102,7 +103,7 @@ def test_a_render_error_fails_the_job_with_render_failed(ctx: WorkerContext, mon
 
     monkeypatch.setattr(ctx.holder, "render", boom)
     job_id = make_job(ctx)
-    assert run_render(ctx, job_id) == "failed:render_failed"
+    assert run_render(ctx, job_id).label == "failed:render_failed"
     assert "the UNet exploded" in (load(ctx, job_id).error_message or "")
 
 
@@ -112,29 +113,33 @@ def test_out_of_memory_names_the_size_and_frames(ctx: WorkerContext, monkeypatch
 
     monkeypatch.setattr(ctx.holder, "render", oom)
     job_id = make_job(ctx)
-    assert run_render(ctx, job_id) == "failed:out_of_memory"
+    assert run_render(ctx, job_id).label == "failed:out_of_memory"
     assert "4 frames at 128x64" in (load(ctx, job_id).error_message or "")
 
 
-def test_a_storage_outage_retries_then_fails_with_storage_unavailable(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    calls = []
+def test_a_storage_outage_is_retried_four_times_then_the_job_is_requeued(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    calls, sent = [], []
 
     def down(*a: object, **k: object) -> None:
         calls.append(1)
         raise StorageError("connection refused")
 
     job_id = make_job(ctx)
+    monkeypatch.setattr(ctx, "fx", replace(ctx.fx, enqueue=lambda *a: sent.append(a)))
     monkeypatch.setattr(ctx.store, "put", down)
     monkeypatch.setattr("worker.render.time.sleep", lambda s: None)
-    assert run_render(ctx, job_id) == "failed:storage_unavailable"
+    # When every upload of the job's first attempt fails
+    assert run_render(ctx, job_id).label == "retrying:storage_unavailable"
+    # Then the upload was tried four times, and the job waits in the queue for its next attempt (the last attempt
+    # fails it: test_transient_failures_stop_at_max_attempts)
     assert len(calls) == 4
-    assert load(ctx, job_id).status == "failed"
+    assert load(ctx, job_id).status == "queued" and sent == [(job_id, "tiny", 5, 2.0)]
 
 
 def test_a_render_past_its_time_limit_fails_with_time_limit_exceeded(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(ctx.settings, "time_limit_s", 1e-6)
     job_id = make_job(ctx)
-    assert run_render(ctx, job_id) == "failed:time_limit_exceeded"
+    assert run_render(ctx, job_id).label == "failed:time_limit_exceeded"
     job = load(ctx, job_id)
     assert job.error_code == "time_limit_exceeded" and "time limit" in (job.error_message or "")
     assert job.result is None
@@ -142,7 +147,7 @@ def test_a_render_past_its_time_limit_fails_with_time_limit_exceeded(ctx: Worker
 
 def test_a_transient_failure_requeues_with_backoff_then_succeeds(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     sent: list[tuple[str, str, int, float]] = []
-    monkeypatch.setattr(ctx, "enqueue", lambda *a: sent.append(a))
+    monkeypatch.setattr(ctx, "fx", replace(ctx.fx, enqueue=lambda *a: sent.append(a)))
     monkeypatch.setattr("worker.render.time.sleep", lambda s: None)
     job_id = make_job(ctx)
     real_put = ctx.store.put
@@ -152,20 +157,20 @@ def test_a_transient_failure_requeues_with_backoff_then_succeeds(ctx: WorkerCont
 
     # Given storage is down for the first attempt
     monkeypatch.setattr(ctx.store, "put", down)
-    assert run_render(ctx, job_id) == "retrying:storage_unavailable"
+    assert run_render(ctx, job_id).label == "retrying:storage_unavailable"
     job = load(ctx, job_id)
     # Then the job is queued again, its error visible, and re-enqueued with a delay
     assert job.status == "queued" and job.attempts == 1 and job.error_code == "storage_unavailable"
     assert sent == [(job_id, "tiny", 5, 2.0)]
     # When storage is back and the message arrives, Then it succeeds on attempt 2
     monkeypatch.setattr(ctx.store, "put", real_put)
-    assert run_render(ctx, job_id) == "succeeded"
+    assert run_render(ctx, job_id).label == "succeeded"
     job = load(ctx, job_id)
     assert job.status == "succeeded" and job.attempts == 2 and job.error_code is None
 
 
 def test_transient_failures_stop_at_max_attempts(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(ctx, "enqueue", lambda *a: None)
+    monkeypatch.setattr(ctx, "fx", replace(ctx.fx, enqueue=lambda *a: None))
     monkeypatch.setattr("worker.render.time.sleep", lambda s: None)
     job_id = make_job(ctx)
 
@@ -173,7 +178,7 @@ def test_transient_failures_stop_at_max_attempts(ctx: WorkerContext, monkeypatch
         raise StorageError("connection refused")
 
     monkeypatch.setattr(ctx.store, "put", down)
-    outcomes = [run_render(ctx, job_id) for _ in range(ctx.settings.max_attempts)]
+    outcomes = [run_render(ctx, job_id).label for _ in range(ctx.settings.max_attempts)]
     assert outcomes == ["retrying:storage_unavailable"] * (ctx.settings.max_attempts - 1) + [
         "failed:storage_unavailable"]
     assert load(ctx, job_id).attempts == ctx.settings.max_attempts
@@ -196,7 +201,7 @@ def test_a_cancel_flag_in_the_row_stops_the_render_even_without_redis(ctx: Worke
         return real_render(image, params, step)
 
     monkeypatch.setattr(ctx.holder, "render", render_then_cancel)
-    assert run_render(ctx, job_id) == "canceled:canceled"
+    assert run_render(ctx, job_id).label == "canceled:canceled"
     job = load(ctx, job_id)
     assert job.status == "canceled" and "at step 2 of 6" in (job.error_message or "") and job.result is None
 
@@ -225,7 +230,7 @@ def test_out_of_memory_retries_once_with_small_chunks_and_records_it(ctx: Worker
     wrapper = OomOnce(ctx.holder.pipe, fail=1)
     monkeypatch.setattr(ctx.holder, "pipe", wrapper)
     job_id = make_job(ctx, decode_chunk_size=4)
-    assert run_render(ctx, job_id) == "succeeded"
+    assert run_render(ctx, job_id).label == "succeeded"
     assert wrapper.calls == [4, 1]  # the asked-for chunk, then decode chunk 1
     runtime = load(ctx, job_id).runtime
     assert runtime is not None
@@ -236,7 +241,7 @@ def test_out_of_memory_retries_once_with_small_chunks_and_records_it(ctx: Worker
 def test_out_of_memory_twice_fails_with_out_of_memory(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(ctx.holder, "pipe", OomOnce(ctx.holder.pipe, fail=2))
     job_id = make_job(ctx)
-    assert run_render(ctx, job_id) == "failed:out_of_memory"
+    assert run_render(ctx, job_id).label == "failed:out_of_memory"
     assert "also with decode chunk 1" in (load(ctx, job_id).error_message or "")
 
 
@@ -260,7 +265,7 @@ def test_a_finished_render_keeps_its_result_through_a_database_outage(ctx: Worke
     monkeypatch.setattr(render_mod, "finish_job", flaky_finish)
     monkeypatch.setattr("worker.render.time.sleep", lambda s: None)
     job_id = make_job(ctx)
-    assert run_render(ctx, job_id) == "succeeded"
+    assert run_render(ctx, job_id).label == "succeeded"
     assert len(calls) == 3 and len(renders) == 1  # the status write was retried; the render was not
     assert load(ctx, job_id).status == "succeeded"
 
@@ -281,12 +286,11 @@ def test_a_claim_during_a_short_database_outage_waits_and_renders_once(ctx: Work
     monkeypatch.setattr(render_mod, "claim_job", flaky_claim)
     monkeypatch.setattr("worker.render.time.sleep", lambda s: None)
     job_id = make_job(ctx)
-    assert run_render(ctx, job_id) == "succeeded" and len(calls) == 3
+    assert run_render(ctx, job_id).label == "succeeded" and len(calls) == 3
 
 
 def test_a_claim_through_a_long_database_outage_puts_the_message_back(ctx: WorkerContext, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # Given a database that stays away longer than db_retry_s
-    from celery import Celery
     from celery.exceptions import Reject
     from sqlalchemy.exc import OperationalError
 

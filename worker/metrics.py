@@ -1,4 +1,4 @@
-"""Worker-side observability: the worker's own Prometheus exporter (`svdq worker --metrics-port`), the
+"""Worker-side observability: the worker's metrics and their Prometheus exporter (`svdq worker --metrics-port`), the
 job-time histograms it feeds for the API (the shared counters are models/job_times.py), and job ids on the
 Celery task's log lines. Importing this module never imports torch."""
 
@@ -8,24 +8,22 @@ import logging
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celery.signals import task_postrun, task_prerun
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import session_scope
 from models.job_times import QUEUE_WAIT, RENDER, record_job_times
 from models.logs import current_job_id
 from models.queue import RENDER_TASK
 from models.tables import Job
-
-if TYPE_CHECKING:
-    from worker.context import WorkerContext
+from worker.outcomes import RenderOutcome
 
 log = logging.getLogger("svdq.worker.metrics")
 
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
-TERMINAL_OUTCOMES = ("succeeded", "failed", "canceled")
 
 
 class WorkerMetrics:
@@ -50,43 +48,50 @@ class WorkerMetrics:
             gauge.labels(model).set(0)
         self.renders.labels(model)
 
-    def serve(self, port: int, host: str = "0.0.0.0") -> bool:
-        try:
-            start_http_server(port, addr=host, registry=self.registry)
-        except OSError as exc:
-            # a second worker on the same machine keeps rendering; only its exporter is off
-            log.warning("worker metrics exporter not started on port %d: %s", port, exc)
-            return False
-        log.info("worker metrics on http://%s:%d/metrics", host, port)
-        return True
-
-    def ended(self, outcome: str) -> None:
-        head, _, code = outcome.partition(":")
-        if head in ("missing", "skipped"):
+    def ended(self, outcome: RenderOutcome) -> None:
+        if not outcome.rendered:
             return
         self.renders.labels(self.model).inc()
-        if head in ("failed", "retrying"):
-            self.failures.labels(self.model, code or "unknown").inc()
+        if outcome.failure:
+            self.failures.labels(self.model, outcome.code or "unknown").inc()
 
 
-def start_exporter(ctx: WorkerContext, port: int) -> None:
-    """Call after the pipeline loaded. Port 0 turns the exporter (and the in-process metrics) off."""
-    if port <= 0:
-        return
-    metrics = WorkerMetrics(ctx.spec.name)
-    metrics.load_seconds.labels(ctx.spec.name).set(ctx.holder.load_seconds)
-    metrics.serve(port)
-    ctx.metrics = metrics
+class MetricsExporter:
+    """The worker's Prometheus endpoint, a start/stop service of the worker process. Port 0 turns it off (the
+    metrics are still kept in-process); a port another worker on the machine holds leaves this one rendering."""
+
+    name = "metrics exporter"
+
+    def __init__(self, metrics: WorkerMetrics, port: int, host: str = "0.0.0.0") -> None:
+        self.metrics, self.port, self.host = metrics, port, host
+        self.server: Any = None
+
+    @property
+    def serving(self) -> bool:
+        return self.server is not None
+
+    def start(self) -> None:
+        if self.port <= 0:
+            return
+        try:
+            self.server, _thread = start_http_server(self.port, addr=self.host, registry=self.metrics.registry)
+        except OSError as exc:
+            log.warning("worker metrics exporter not started on port %d: %s", self.port, exc)
+            return
+        log.info("worker metrics on http://%s:%d/metrics", self.host, self.port)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
 
 
-def timed_steps(ctx: WorkerContext, on_step: Callable[[int, int], None]) -> Callable[[int, int], None]:
+def timed_steps(metrics: WorkerMetrics, on_step: Callable[[int, int], None]) -> Callable[[int, int], None]:
     """Wraps the step callback to time each denoising step: from the end of one callback to the start of the
     next, so the callback's own work (progress, cancel checks) is left out. Step 1 also holds the image
     encoding, so it is not counted; an out-of-memory retry starts again at step 1."""
-    metrics = ctx.metrics
-    if metrics is None:
-        return on_step
-    child = metrics.step_seconds.labels(ctx.spec.name)
+    child = metrics.step_seconds.labels(metrics.model)
     last: float | None = None
 
     def step(i: int, total: int) -> None:
@@ -103,49 +108,46 @@ class RenderObserver:
     """Around one render task: busy gauge and peak GPU memory while it runs; at its end the outcome
     counters and, for a job that reached a final status, its queue-wait and render seconds in Redis."""
 
-    def __init__(self, ctx: WorkerContext, job_id: str) -> None:
-        self.ctx, self.job_id = ctx, job_id
-        self.outcome = ""
-        self.cuda = ctx.holder.device.startswith("cuda")
+    def __init__(self, metrics: WorkerMetrics, job_id: str, *, cuda: bool, sessions: sessionmaker[Session],
+                 redis: Any) -> None:
+        self.metrics, self.job_id, self.cuda, self.sessions, self.redis = metrics, job_id, cuda, sessions, redis
+        self.outcome: RenderOutcome | None = None
 
     def __enter__(self) -> RenderObserver:
-        m = self.ctx.metrics
-        if m is not None:
-            m.busy.labels(m.model).set(1)
-            if self.cuda:
-                import torch
+        self.metrics.busy.labels(self.metrics.model).set(1)
+        if self.cuda:
+            import torch
 
-                torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        m = self.ctx.metrics
-        if m is not None:
-            m.busy.labels(m.model).set(0)
-            peak = 0
-            if self.cuda:
-                import torch
+        m = self.metrics
+        m.busy.labels(m.model).set(0)
+        peak = 0
+        if self.cuda:
+            import torch
 
-                peak = int(torch.cuda.max_memory_allocated())
-            m.peak_gpu.labels(m.model).set(peak)
-            if self.outcome:  # none when run_render raised (a claim deferred through a DB outage): no render
-                m.ended(self.outcome)
-        if self.outcome.partition(":")[0] in TERMINAL_OUTCOMES:
+            peak = int(torch.cuda.max_memory_allocated())
+        m.peak_gpu.labels(m.model).set(peak)
+        if self.outcome is None:  # run_render raised (a claim deferred through a DB outage): no render
+            return
+        m.ended(self.outcome)
+        if self.outcome.final:
             self._record_job_times()
 
     def _record_job_times(self) -> None:
-        redis = self.ctx.signals.redis
-        if redis is None:
+        if self.redis is None:
             return
         try:
-            with session_scope(self.ctx.sessions) as s:
+            with session_scope(self.sessions) as s:
                 job = s.get(Job, self.job_id)
                 if job is None or job.started_at is None or job.finished_at is None:
                     return
                 model = job.model
                 wait = (job.started_at - job.created_at).total_seconds()
                 render = (job.finished_at - job.started_at).total_seconds()
-            record_job_times(redis, model, {QUEUE_WAIT: max(0.0, wait), RENDER: max(0.0, render)})
+            record_job_times(self.redis, model, {QUEUE_WAIT: max(0.0, wait), RENDER: max(0.0, render)})
         except Exception as exc:  # noqa: BLE001 - metrics must never fail a finished job
             log.warning("job times for %s not recorded: %s", self.job_id, exc)
 

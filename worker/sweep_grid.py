@@ -11,6 +11,7 @@ from PIL import Image
 from sqlalchemy import select, update
 
 from models.db import session_scope
+from models.events import GridEvent
 from models.storage import StorageError
 from models.sweeps import claim_grid, grid_shape
 from models.tables import Job, Sweep, SweepGrid, utcnow
@@ -65,6 +66,6 @@ def run_grid(ctx: WorkerContext, sweep_id: str, image_id: str) -> str:
     with session_scope(ctx.sessions) as s:
         s.execute(update(SweepGrid).where(SweepGrid.sweep_id == sweep_id, SweepGrid.image_id == image_id)
                   .values(updated_at=utcnow(), **values))
-    ctx.signals.publish(f"sweep-{sweep_id}", {"type": "grid", "image_id": image_id, "status": values["status"]})
+    ctx.signals.publish_grid(sweep_id, GridEvent(image_id=image_id, status=str(values["status"])))
     log.info("grid %s/%s %s", sweep_id, image_id, values["status"])
     return str(values["status"])

@@ -1,3 +1,5 @@
+"""/healthz (the process is up) and /readyz (the database, Redis and storage answer); both open, no key."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -8,16 +10,19 @@ from sqlalchemy import text
 
 from api.deps import StateDep
 from api.errors import error_response
+from models.schemas import ErrorEnvelope, ServiceStatus
 
 router = APIRouter(tags=["service"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", name="healthz", response_model=ServiceStatus)
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", name="readyz", response_model=ServiceStatus, responses={
+    503: {"model": ErrorEnvelope, "description": "A service the API depends on is not answering; `details` "
+                                                 "names each (component, message)."}})
 def readyz(state: StateDep) -> Any:
     problems = []
     try:

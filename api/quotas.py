@@ -1,4 +1,5 @@
-"""Per-key request rate and in-flight job limits, counted in Redis so they hold across API replicas."""
+"""Per-key quotas: the request rate and the jobs in flight, counted in Redis so they hold across API replicas,
+and the model queues' depth."""
 
 from __future__ import annotations
 

@@ -1,34 +1,32 @@
 """The reaper and the reconciler: periodic passes that keep the promise "every accepted job ends in exactly
-one terminal state" when workers die or Redis forgets. Any worker may run them; a Redis lock makes one
-pass run at a time across the fleet, and every change they make is a conditional update, so a pass that
-runs twice does no harm."""
+one terminal state" when workers die or Redis forgets. Every worker runs them as a start/stop service
+(worker/process.py); a Redis lock makes one pass run at a time across the fleet, and every change they make is
+a conditional update, so a pass that runs twice does no harm. What follows a reaped job is models/lifecycle.py's."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.events import JobSignals, queue_key, queue_score
+from models.events import queue_key, queue_score
+from models.lifecycle import Effects, job_ended, requeued
 from models.states import reclaim_expired
 from models.status import JobStatus
-from models.sweeps import GridEnqueue, pending_grids
+from models.sweeps import pending_grids
 from models.tables import Job, utcnow
-from models.webhooks import job_ended
 
 log = logging.getLogger("svdq.maintenance")
 
-Enqueue = Callable[[str, str, int, float], None]  # (job_id, model, priority, countdown_s)
 BATCH = 500
 
 
-def reap(session: Session, *, signals: JobSignals, enqueue: Enqueue, max_attempts: int) -> dict[str, int]:
+def reap(session: Session, *, fx: Effects, max_attempts: int) -> dict[str, int]:
     """Running jobs with an expired lease go back to the queue (or fail worker_lost past max_attempts)."""
     counts = {"requeued": 0, "failed": 0}
     expired = session.scalars(select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < utcnow())
@@ -36,19 +34,18 @@ def reap(session: Session, *, signals: JobSignals, enqueue: Enqueue, max_attempt
     for job in expired:
         holder = job.worker  # the update below clears it on the loaded row
         outcome = reclaim_expired(session, job=job, max_attempts=max_attempts)
+        if outcome is None:
+            continue  # renewed (or ended) since the list was read
+        counts[outcome] += 1
+        log.warning("job %s: lease of %s expired; %s", job.id, holder, outcome, extra={"job_id": job.id})
         if outcome == "requeued":
-            signals.queued(job.model, job.id, job.priority, job.created_at)
-            enqueue(job.id, job.model, job.priority, 0.0)
-        if outcome == "failed":
-            job_ended(session, job.id)
-        if outcome is not None:
-            counts[outcome] += 1
-            log.warning("job %s: lease of %s expired; %s", job.id, holder, outcome, extra={"job_id": job.id})
-            signals.publish(job.id, {"type": "status", "status": "queued" if outcome == "requeued" else "failed"})
+            requeued(job, fx)
+        else:
+            job_ended(session, job.id, fx)
     return counts
 
 
-def reconcile(session: Session, *, signals: JobSignals, enqueue: Enqueue, older_than_s: float) -> int:
+def reconcile(session: Session, *, fx: Effects, older_than_s: float) -> int:
     """Queued jobs that Redis does not know (it restarted empty, or an enqueue was lost) are enqueued again.
     The queue index is the marker: the API adds each job to it just before sending its message. A job
     enqueued twice is harmless: only one worker can claim it."""
@@ -56,7 +53,7 @@ def reconcile(session: Session, *, signals: JobSignals, enqueue: Enqueue, older_
     queued = session.execute(select(Job.id, Job.model, Job.priority, Job.created_at, Job.not_before)
                              .where(Job.status == JobStatus.QUEUED, Job.created_at < cutoff)
                              .order_by(Job.created_at).limit(20 * BATCH)).all()
-    redis: Any = signals.redis
+    redis: Any = fx.signals.redis
     by_model: dict[str, list[Any]] = {}
     for row in queued:
         by_model.setdefault(row.model, []).append(row)
@@ -70,10 +67,11 @@ def reconcile(session: Session, *, signals: JobSignals, enqueue: Enqueue, older_
                                                                                          row.created_at)}, nx=True):
                 continue
             if session.scalar(select(Job.status).where(Job.id == row.id)) != JobStatus.QUEUED:
-                signals.dequeued(model, row.id)  # claimed (or canceled) since the list was read
+                fx.signals.dequeued(model, row.id)  # claimed (or canceled) since the list was read
                 continue
             delay = max(0.0, (row.not_before - now).total_seconds()) if row.not_before else 0.0
-            enqueue(row.id, model, row.priority, delay)
+            # the ZADD above was the queue-index half of lifecycle.send; this is the message half
+            fx.enqueue(row.id, model, row.priority, delay)
             sent += 1
     if sent:
         log.warning("re-enqueued %d queued jobs that Redis did not hold", sent)
@@ -85,27 +83,26 @@ class Maintenance:
 
     LOCK = "svdq:maintenance:lock"
 
-    def __init__(self, *, sessions: sessionmaker[Session], signals: JobSignals, enqueue: Enqueue,
-                 max_attempts: int, interval_s: float, reconcile_after_s: float,
-                 enqueue_grid: GridEnqueue | None = None) -> None:
-        self.sessions, self.signals, self.enqueue, self.enqueue_grid = sessions, signals, enqueue, enqueue_grid
+    name = "maintenance"
+
+    def __init__(self, *, sessions: sessionmaker[Session], fx: Effects, max_attempts: int, interval_s: float,
+                 reconcile_after_s: float) -> None:
+        self.sessions, self.fx = sessions, fx
         self.max_attempts, self.interval, self.reconcile_after = max_attempts, interval_s, reconcile_after_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="svdq-maintenance", daemon=True)
 
     def run_once(self) -> dict[str, int]:
-        redis: Any = self.signals.redis
+        redis: Any = self.fx.signals.redis
         token = uuid.uuid4().hex
         # held for the whole pass (its expiry only guards against a holder that died mid-pass)
         if not redis.set(self.LOCK, token, nx=True, ex=max(60, int(self.interval * 6))):
             return {}
         try:
             with self.sessions() as s:
-                counts = reap(s, signals=self.signals, enqueue=self.enqueue, max_attempts=self.max_attempts)
-                counts["reenqueued"] = reconcile(s, signals=self.signals, enqueue=self.enqueue,
-                                                 older_than_s=self.reconcile_after)
-                if self.enqueue_grid is not None:
-                    counts["grids"] = pending_grids(s, self.enqueue_grid)
+                counts = reap(s, fx=self.fx, max_attempts=self.max_attempts)
+                counts["reenqueued"] = reconcile(s, fx=self.fx, older_than_s=self.reconcile_after)
+                counts["grids"] = pending_grids(s, self.fx.enqueue_grid)
             return counts
         finally:
             if redis.get(self.LOCK) == token.encode():
