@@ -10,9 +10,10 @@ content types keep working on the path itself, as API.md says."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
@@ -83,6 +84,21 @@ def multipart_request(spec_component: str, *, many: bool, description: str) -> d
               "properties": {"image": image, "spec": ref(spec_component)}}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {
         "schema": schema, "encoding": {"spec": {"contentType": "application/json"}}}}}}
+
+
+def add_create_routes(router: APIRouter, endpoint: Callable[..., Any], *, name: str, answer: Any,
+                      responses: dict[int | str, dict[str, Any]], body: str, form_spec: str, many_images: bool,
+                      image_help: str, what: str) -> None:
+    """One create handler, published twice (see the module's docstring): the JSON body on the path itself, the
+    multipart form on `<path>/upload`."""
+    common: dict[str, Any] = {"methods": ["POST"], "status_code": 202, "response_model": answer,
+                              "responses": responses}
+    router.add_api_route("", endpoint, name=name, openapi_extra=json_request(body), **common,
+                         summary=f"Create {what} (a JSON body; with the image files in the request: {name}_upload)")
+    router.add_api_route("/upload", endpoint, name=f"{name}_upload", **common,
+                         openapi_extra=multipart_request(form_spec, many=many_images, description=image_help),
+                         summary=f"Create {what} with the image files in the request (multipart/form-data, which "
+                                 f"{router.prefix} itself takes too)")
 
 
 def install_openapi(app: FastAPI) -> None:

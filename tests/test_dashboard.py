@@ -110,7 +110,7 @@ def test_alert_rules_query_only_svdqs_metrics_and_scrape_jobs() -> None:
             assert job in jobs, rule["alert"]
 
 
-def test_alerts_cover_the_operations_issue() -> None:
+def test_alerts_cover_a_stalled_queue_failures_api_errors_slow_answers_and_a_dead_worker() -> None:
     """Queue growing with no workers, failure rate, API errors and latency, a worker down."""
     names = {r["alert"] for r in alert_rules()}
     assert {"SvdqQueueWithoutWorkers", "SvdqRenderFailureRate", "SvdqApi5xxRate", "SvdqApiLatencyHigh",

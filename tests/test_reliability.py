@@ -4,6 +4,7 @@ restarted empty, SIGTERM during a render, a poison job, a message delivered twic
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -147,11 +148,17 @@ def test_a_message_delivered_twice_renders_once(chaos: Stack) -> None:
     ensure_workers(chaos)
     image = chaos.upload()
     job = chaos.submit(image["id"], params={"num_inference_steps": 8, "num_frames": 6})
+    # Given the job's message sent a second time
     make_enqueue(chaos.client.app.state.svdq.celery)(job["id"], "tiny", 5, 0.0)  # type: ignore[attr-defined]
     done = chaos.wait(job["id"])
-    time.sleep(1.5)  # let the duplicate reach a worker
+    # When both copies have reached a worker (the second one is turned away: the job is no longer queued)
+    turned_away = re.compile(rf"job {job['id']} is \w+; not rendering it")
+    deadline = time.monotonic() + 60
+    while not turned_away.search(logs := "".join(chaos.worker_log(i) for i in range(len(chaos.workers)))):
+        assert time.monotonic() < deadline, f"the second message never reached a worker:\n{logs[-3000:]}"
+        time.sleep(0.2)
+    # Then it was claimed and rendered once
     assert done["status"] == "succeeded" and done["attempts"] == 1
-    logs = "".join(chaos.worker_log(i) for i in range(len(chaos.workers)))
     assert logs.count(f"job {job['id']} claimed") == 1
     assert result_objects(chaos, job["id"]) == ["poster.jpg", "video.mp4"]
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from models.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.context import WorkerContext
 
 log = logging.getLogger("svdq.worker")
 
@@ -25,6 +28,8 @@ class Service(Protocol):
 
 
 def run_worker(settings: Settings, *, model: str, gpu: str | None = None, metrics_port: int | None = None) -> int:
+    """Runs until the worker is stopped (SIGTERM: warm shutdown, the render in flight gets its grace). The worker
+    modules are imported here, after the GPU is pinned: nothing may initialise CUDA before that."""
     if gpu is not None:
         # before anything imports torch, so this process sees one GPU only
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
@@ -67,7 +72,7 @@ def run_worker(settings: Settings, *, model: str, gpu: str | None = None, metric
     return 0
 
 
-def worker_services(ctx: Any, *, metrics_port: int) -> list[Service]:
+def worker_services(ctx: WorkerContext, *, metrics_port: int) -> list[Service]:
     """The services of a worker with this context, in start order. The maintenance pass sends from its own thread,
     so it gets its own Celery app (and connections)."""
     import redis
@@ -80,7 +85,7 @@ def worker_services(ctx: Any, *, metrics_port: int) -> list[Service]:
     from worker.metrics import MetricsExporter
     from worker.webhook_sender import WebhookSender
 
-    settings: Settings = ctx.settings
+    settings = ctx.settings
     side = create_celery(settings)
     side_fx = Effects(signals=ctx.signals, enqueue=make_enqueue(side), enqueue_grid=make_grid_enqueue(side))
     return [

@@ -17,11 +17,10 @@ from api.errors import ApiError
 from api.files import FILE_ANSWERS, serve_stored
 from api.openapi import (
     PRINTABLE_HEADER,
+    add_create_routes,
     answers,
     failures,
-    json_request,
     links,
-    multipart_request,
     sse_answer,
 )
 from api.services import jobs
@@ -58,15 +57,9 @@ async def submit_job(request: Request, response: Response, state: StateDep, sess
     return view
 
 
-router.add_api_route("", submit_job, methods=["POST"], name="create_job", status_code=202,
-                     response_model=schemas.Job, responses=CREATED, openapi_extra=json_request("JobCreate"),
-                     summary="Create a render job (JSON: image_id or image_url; multipart: see create_job_upload)")
-router.add_api_route("/upload", submit_job, methods=["POST"], name="create_job_upload", status_code=202,
-                     response_model=schemas.Job, responses=CREATED,
-                     openapi_extra=multipart_request("JobSpec", many=False, description="The image: PNG, JPEG or "
-                                                     "WebP."),
-                     summary="Create a render job with the image in the request (multipart; POST /v1/jobs "
-                             "takes the same form)")
+add_create_routes(router, submit_job, name="create_job", answer=schemas.Job, responses=CREATED, body="JobCreate",
+                  form_spec="JobSpec", many_images=False, image_help="The image: PNG, JPEG or WebP.",
+                  what="a render job")
 
 
 @router.get("", name="list_jobs", response_model=schemas.Page[schemas.Job],

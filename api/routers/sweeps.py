@@ -14,7 +14,7 @@ from api.bodies import read_sweep_submission
 from api.deps import BaseUrl, SessionDep, StateDep
 from api.errors import ApiError
 from api.files import FILE_ANSWERS, serve_stored
-from api.openapi import answers, failures, json_request, links, multipart_request
+from api.openapi import add_create_routes, answers, failures, links
 from api.services import sweeps
 from api.services.jobs import CURSOR_PATTERN, list_jobs
 from models import schemas
@@ -41,16 +41,9 @@ async def create_sweep(request: Request, state: StateDep, session: SessionDep, k
     return await run_in_threadpool(create)
 
 
-router.add_api_route("", create_sweep, methods=["POST"], name="create_sweep", status_code=202,
-                     response_model=schemas.Sweep, responses=CREATED, openapi_extra=json_request("SweepSpec"),
-                     summary="Create a sweep (JSON: images by image_id or image_url; multipart: see "
-                             "create_sweep_upload)")
-router.add_api_route("/upload", create_sweep, methods=["POST"], name="create_sweep_upload", status_code=202,
-                     response_model=schemas.Sweep, responses=CREATED,
-                     openapi_extra=multipart_request("SweepSpec", many=True, description="The images, each a "
-                                                     "PNG, JPEG or WebP; they join the spec's `images`."),
-                     summary="Create a sweep with its images in the request (multipart; POST /v1/sweeps takes "
-                             "the same form)")
+add_create_routes(router, create_sweep, name="create_sweep", answer=schemas.Sweep, responses=CREATED,
+                  body="SweepSpec", form_spec="SweepSpec", many_images=True,
+                  image_help="The images, each a PNG, JPEG or WebP; they join the spec's `images`.", what="a sweep")
 
 
 @router.get("/{sweep_id}", name="get_sweep", response_model=schemas.Sweep,
