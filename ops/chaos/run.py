@@ -28,7 +28,7 @@ from ops.chaos.faults import Event, do_event, schedule
 from ops.chaos.plan import MODEL, PARAMS, PG_ADMIN_URL, TIMINGS, Options, Run, log
 from ops.chaos.report import build_report, render
 from ops.harness import ROOT
-from ops.harness.databases import ScratchDatabase
+from ops.harness.databases import ScratchDatabase, end_run
 from ops.harness.images import sample_png
 from ops.harness.processes import Processes, no_interrupts
 from ops.harness.stack import start_stack
@@ -199,14 +199,4 @@ def main(argv: list[str] | None = None) -> int:
                 run.stack.client.close()
                 run.engine.dispose()
                 run.hooks.server.shutdown()
-            try:
-                if db.created:
-                    db.drop()
-                    log(f"dropped database {db.name}")
-            except Exception as exc:  # noqa: BLE001 - report it, and keep cleaning up
-                log(f"could not drop database {db.name}: {exc}")
-            db.dispose()
-            if keep or code != 0:
-                log(f"logs kept in {tmp}")
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
+            end_run(db, tmp, keep_logs=keep or code != 0, log=log)

@@ -4,9 +4,11 @@ dropped at its end; and a look at which ones are left."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
@@ -46,6 +48,22 @@ class ScratchDatabase:
 
     def dispose(self) -> None:
         self.admin.dispose()
+
+
+def end_run(db: ScratchDatabase, tmp: Path, *, keep_logs: bool, log: Callable[[str], None]) -> None:
+    """A chaos run's or benchmark's last step: its database dropped (a failure to drop is reported, and the rest
+    still runs), and its temp dir of process logs kept (`keep_logs`) or removed."""
+    try:
+        if db.created:
+            db.drop()
+            log(f"dropped database {db.name}")
+    except Exception as exc:  # noqa: BLE001 - report it, and keep cleaning up
+        log(f"could not drop database {db.name}: {exc}")
+    db.dispose()
+    if keep_logs:
+        log(f"logs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextmanager

@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import os
 import secrets
-import shutil
 import signal
 import tempfile
 from dataclasses import asdict
@@ -20,7 +19,7 @@ import ops.bench.lifecycle
 from ops.bench.lifecycle.plan import FULL, NEVER_REFUSE, PG_ADMIN_URL, QUICK, Options, log
 from ops.bench.lifecycle.report import render, versions
 from ops.bench.lifecycle.rows import run_bench
-from ops.harness.databases import ScratchDatabase
+from ops.harness.databases import ScratchDatabase, end_run
 from ops.harness.machine import machine
 from ops.harness.processes import Processes, no_interrupts, tail
 from ops.harness.stack import Stack, start_stack
@@ -105,14 +104,4 @@ def main(argv: list[str] | None = None) -> int:
             procs.stop_all()
             if stack is not None:
                 stack.client.close()
-            try:
-                if db.created:
-                    db.drop()
-                    log(f"dropped database {db.name}")
-            except Exception as exc:  # noqa: BLE001 - report it, and keep cleaning up
-                log(f"could not drop database {db.name}: {exc}")
-            db.dispose()
-            if args.keep_logs or not ok:
-                log(f"logs kept in {tmp}")
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
+            end_run(db, tmp, keep_logs=args.keep_logs or not ok, log=log)
