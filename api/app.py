@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,12 +14,13 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from api.errors import install_error_handlers
+from api.key_cache import follow_key_changes
 from api.metrics import install_metrics
 from api.openapi import install_openapi
 from api.request_limits import BodySizeLimit, ConcurrencyLimit
 from api.routers import images, jobs, keys, models, service, sweeps, ui
 from api.state import AppState
-from models.db import create_db_engine, create_session_factory
+from models.db import create_db_engine, create_read_engine, create_session_factory
 from models.events import JobSignals
 from models.keys import ensure_key
 from models.queue import create_celery
@@ -32,12 +35,21 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
+def app_from_env() -> FastAPI:
+    """What `svdq api` serves in each of its processes: logging set up, the app built from the environment."""
+    from models.logs import setup_logging
+
+    setup_logging()
+    return create_app()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    engine = create_db_engine(settings.database_url)
+    engine = create_db_engine(settings.database_url, ping=False)
     sync_redis = redis.Redis.from_url(settings.redis_url or "", socket_timeout=2, socket_connect_timeout=2)
     state = AppState(
-        settings=settings, engine=engine, sessions=create_session_factory(engine),
+        settings=settings, engine=engine, reads=create_read_engine(settings.database_url),
+        sessions=create_session_factory(engine),
         store=open_store(settings), celery=create_celery(settings), redis=sync_redis,
         aredis=redis.asyncio.Redis.from_url(settings.redis_url or "", socket_connect_timeout=2),
         signals=JobSignals(sync_redis),
@@ -48,10 +60,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.bootstrap_api_key:
             with state.sessions() as session:
                 ensure_key(session, settings.bootstrap_api_key, name="bootstrap")
+        follower = asyncio.create_task(follow_key_changes(state.aredis, state.keys), name="svdq-key-changes")
         yield
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
         await state.aredis.aclose()
         state.redis.close()
         engine.dispose()
+        state.reads.dispose()
 
     app = FastAPI(title="svdq", version="1", lifespan=lifespan, generate_unique_id_function=operation_id,
                   description="Stable Video Diffusion as a job service: images in, videos out.")

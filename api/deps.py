@@ -1,4 +1,5 @@
-"""Dependencies as Annotated aliases, so route signatures read like prose."""
+"""Dependencies as Annotated aliases, so route signatures read like prose. Those that do no I/O are `async def`:
+FastAPI runs a plain `def` dependency in its threadpool, a hop per request for a field read."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 from api.state import AppState
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.svdq
     return state
 
@@ -30,7 +31,7 @@ def get_db(state: StateDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_db)]
 
 
-def get_base_url(request: Request) -> str:
+async def get_base_url(request: Request) -> str:
     """How this request named the API: the base of the URLs its answer carries (served results, grids)."""
     return str(request.base_url).rstrip("/")
 

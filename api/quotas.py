@@ -1,10 +1,9 @@
-"""Per-key quotas: the request rate and the jobs in flight, counted in Redis so they hold across API replicas,
-and the model queues' depth."""
+"""Per-key quotas: the jobs a key has in flight, counted in Redis so the limit holds across API replicas, and the
+model queues' depth (the request rate is api/rate.py)."""
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from sqlalchemy import func, select
@@ -18,26 +17,6 @@ from models.status import JobStatus
 from models.tables import ApiKey, Job
 
 log = logging.getLogger("svdq.api")
-
-
-def check_rate(redis: Any, key: ApiKey, per_second: int) -> None:
-    """A one-second window per key: INCR, expire, refuse past the limit."""
-    if per_second <= 0:
-        return
-    now = time.time()
-    bucket = f"svdq:rl:{key.id}:{int(now)}"
-    try:
-        pipe = redis.pipeline()
-        pipe.incr(bucket)
-        pipe.expire(bucket, 2)
-        count = int(pipe.execute()[0])
-    except Exception as exc:  # noqa: BLE001 - a Redis blip must not lock every client out
-        log.warning("rate limit check skipped: %s", exc)
-        return
-    if count > per_second:
-        retry = max(1, round(1 - (now % 1) + 0.5))
-        raise ApiError(429, "rate_limited", f"More than {per_second} requests per second with this key; "
-                       f"slow down and retry after {retry} s.", headers={"Retry-After": str(retry)})
 
 
 def queue_depth(session: Session, redis: Any, model: str) -> int:
@@ -80,9 +59,26 @@ def _open_jobs(state: AppState, session: Session, key: ApiKey, limit: int, *, fr
     return mine
 
 
+# the common case in one round trip: with the key's count cached and both limits clear, count the new jobs in
+_TAKE_IF_CLEAR = """
+local mine = redis.call('get', KEYS[1])
+local depth = redis.call('zcard', KEYS[2])
+local new = tonumber(ARGV[1])
+if mine and tonumber(mine) + new <= tonumber(ARGV[2]) and depth + new <= tonumber(ARGV[3]) then
+  redis.call('incrby', KEYS[1], new)
+  return 1
+end
+return 0
+"""
+
+
 def check_capacity(state: AppState, session: Session, *, key: ApiKey, model: str, new_jobs: int) -> None:
     """Refuse work the queues cannot take: the key's own jobs in flight (429), or the model's queue (503)."""
     per_key, per_model = limits_for(key, state.settings).max_open_jobs, state.settings.max_queue_depth
+    if best_effort(state.redis.eval, _TAKE_IF_CLEAR, 2, _open_jobs_key(key), queue_key(model), new_jobs, per_key,
+                   per_model) == 1:
+        return
+    # otherwise (no cached count, a limit reached, Redis away) the careful path: count in SQL before refusing
     mine = _open_jobs(state, session, key, per_key, fresh=False)
     if mine + new_jobs > per_key:
         mine = _open_jobs(state, session, key, per_key, fresh=True)

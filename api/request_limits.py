@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -71,20 +72,19 @@ class ConcurrencyLimit:
     EXEMPT_SUFFIXES = ("/events", "/healthz", "/metrics")
 
     def __init__(self, app: ASGIApp, *, limit: int, wait_s: float = 30.0) -> None:
-        import asyncio
-
         self.app, self.wait_s = app, wait_s
         self.slots = asyncio.Semaphore(limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        import asyncio
-
         path: str = scope.get("path", "")
         if scope["type"] != "http" or path.endswith(self.EXEMPT_SUFFIXES) or path.startswith("/ui/"):
             await self.app(scope, receive, send)
             return
         try:
-            await asyncio.wait_for(self.slots.acquire(), timeout=self.wait_s)
+            if self.slots.locked():  # only a request that has to wait pays for a timed wait
+                await asyncio.wait_for(self.slots.acquire(), timeout=self.wait_s)
+            else:
+                await self.slots.acquire()
         except TimeoutError:
             body = json.dumps({"error": {"code": "overloaded", "message": "The API is busy; retry shortly.",
                                          "details": []}}).encode()

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-
-from starlette.concurrency import run_in_threadpool
 
 from models.events import ProgressEvent, job_channel, parse_job_event
 from models.schemas import Job
@@ -25,7 +23,7 @@ def sse(view: Job) -> bytes:
     return b"data: " + view.model_dump_json().encode() + b"\n\n"
 
 
-async def job_event_stream(aredis: Any, job_id: str, load_view: Callable[[], Job],
+async def job_event_stream(aredis: Any, job_id: str, load_view: Callable[[], Awaitable[Job]],
                            is_disconnected: Callable[[], Any]) -> AsyncIterator[bytes]:
     pubsub = aredis.pubsub()
     subscribed = False
@@ -35,7 +33,7 @@ async def job_event_stream(aredis: Any, job_id: str, load_view: Callable[[], Job
             subscribed = True
         except Exception:  # noqa: BLE001,S110 - without Redis the stream falls back to re-reading the row
             pass
-        view = await run_in_threadpool(load_view)
+        view = await load_view()
         yield sse(view)
         last_sent, last_read = time.monotonic(), time.monotonic()
         while view.status not in TERMINAL:
@@ -55,10 +53,10 @@ async def job_event_stream(aredis: Any, job_id: str, load_view: Callable[[], Job
                 if isinstance(event, ProgressEvent) and view.status == "running":
                     new = view.model_copy(update={"progress": event.progress, "queue_position": None})
                 else:
-                    new = await run_in_threadpool(load_view)
+                    new = await load_view()
                     last_read = time.monotonic()
             elif time.monotonic() - last_read > REREAD_S:
-                new = await run_in_threadpool(load_view)
+                new = await load_view()
                 if new.status == view.status == "running":
                     new = new.model_copy(update={"progress": view.progress})  # the row lags the live progress
                 last_read = time.monotonic()

@@ -30,11 +30,17 @@ def cmd_db_upgrade(_: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import create_app
+    from models.settings import Settings
 
     _setup_logging()
-    # log_config=None: uvicorn's loggers go through the root handler, so they are JSON lines too
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info", access_log=False, log_config=None)
+    workers = args.workers if args.workers is not None else Settings().api_workers
+    if workers < 1:
+        print(f"svdq api: --workers must be 1 or more, got {workers}", file=sys.stderr)
+        return 2
+    # log_config=None: uvicorn's loggers go through the root handler, so they are JSON lines too. With several
+    # workers uvicorn starts each process from the factory, which sets up its own logging and app.
+    uvicorn.run("api.app:app_from_env", factory=True, host=args.host, port=args.port, workers=workers,
+                log_level="info", access_log=False, log_config=None)
     return 0
 
 
@@ -170,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=None,
+                     help="API processes on this port (default SVDQ_API_WORKERS, 1); one core each is a good start")
     api.set_defaults(fn=cmd_api)
 
     w = sub.add_parser("worker", help="run one render worker (one per GPU)")

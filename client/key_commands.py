@@ -57,6 +57,24 @@ def _session() -> Iterator[Any]:
         engine.dispose()
 
 
+def _announce(key_id: str) -> str:
+    """Tell the API processes (over Redis) to forget this key now; how soon the change applies."""
+    from models.keys import announce_key_change
+    from models.settings import Settings
+
+    settings = Settings()
+    if settings.redis_url:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            if announce_key_change(client, key_id):
+                return "now"
+        finally:
+            client.close()
+    return f"within {settings.key_cache_s:g} s (the API processes could not be told over Redis)"
+
+
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from models.keys import new_key_string, store_key
 
@@ -87,7 +105,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     if not revoked:
         print(f"svdq keys revoke: no active key {args.key_id}", file=sys.stderr)
         return 2
-    print(f"revoked {args.key_id}; requests with it now get 401")
+    print(f"revoked {args.key_id}; requests with it get 401 {_announce(args.key_id)}")
     return 0
 
 
@@ -104,7 +122,8 @@ def cmd_keys_set_limits(args: argparse.Namespace) -> int:
     if not found:
         print(f"svdq keys set-limits: no key {args.key_id}", file=sys.stderr)
         return 2
-    print(f"{args.key_id}: " + ", ".join(f"{k}={'default' if v is None else v}" for k, v in values.items()))
+    print(f"{args.key_id}: " + ", ".join(f"{k}={'default' if v is None else v}" for k, v in values.items())
+          + f"; in force {_announce(args.key_id)}")
     return 0
 
 

@@ -15,7 +15,10 @@ class Base(DeclarativeBase):
     pass
 
 
-def create_db_engine(url: str) -> Engine:
+def create_db_engine(url: str, *, ping: bool = True) -> Engine:
+    """ping: check each connection at checkout (a round trip). Workers keep it, so a long render's next write rides
+    out a database restart; the API turns it off (a request that meets a dropped connection answers 503
+    database_unavailable, and that error makes the pool replace every connection it holds)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -32,8 +35,19 @@ def create_db_engine(url: str) -> Engine:
 
         return engine
     # fail fast when the database is down: callers answer 503 or retry, rather than hang
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=5,
+    return create_engine(url, pool_pre_ping=ping, pool_size=10, max_overflow=20, pool_timeout=5, pool_recycle=300,
                          connect_args={"connect_timeout": 2})
+
+
+def create_read_engine(url: str) -> Engine:
+    """The API's hot reads (api/reads.py): every statement its own transaction (autocommit: no BEGIN, and no
+    ROLLBACK when a connection goes back), and no ping at checkout (about half a read's cost); a read that meets a
+    connection the database dropped is retried once on a new one by its caller. A smaller pool than the main
+    engine's: the reads hold a connection only for one statement."""
+    if make_url(url).get_backend_name() == "sqlite":
+        return create_db_engine(url)
+    return create_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=False, pool_size=5, max_overflow=10,
+                         pool_timeout=5, pool_recycle=300, connect_args={"connect_timeout": 2})
 
 
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -9,8 +9,10 @@ import hmac
 import logging
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.settings import Settings
@@ -18,6 +20,8 @@ from models.tables import ApiKey, utcnow
 from models.webhooks import new_secret
 
 PREFIX_LEN = 12
+# the API processes' key caches listen here (api/auth.py); a message is a key id whose row changed
+KEY_CHANGES = "svdq:keys:changed"
 # the columns a key may set for itself; None in a column means the service-wide setting
 LIMIT_COLUMNS = ("rate_limit_per_s", "max_open_jobs", "max_sweep_cells")
 log = logging.getLogger("svdq.keys")
@@ -51,7 +55,11 @@ def ensure_key(session: Session, key: str, *, name: str) -> ApiKey:
     key an operator took away."""
     row = session.scalars(select(ApiKey).where(ApiKey.prefix == key_prefix(key))).first()
     if row is None:
-        return store_key(session, key, name=name, is_admin=True)
+        try:
+            return store_key(session, key, name=name, is_admin=True)
+        except IntegrityError:  # another API process made it just now
+            session.rollback()
+            row = session.scalars(select(ApiKey).where(ApiKey.prefix == key_prefix(key))).one()
     if not hmac.compare_digest(row.key_hash, hash_key(key)):
         raise ValueError("SVDQ_BOOTSTRAP_API_KEY shares its prefix with another key; set a new random one")
     if row.revoked_at is not None:
@@ -90,6 +98,17 @@ def set_key_limits(session: Session, key_id: str, limits: dict[str, int | None])
     res = session.execute(update(ApiKey).where(ApiKey.id == key_id).values(**limits))
     session.commit()
     return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+def announce_key_change(redis: Any, key_id: str) -> bool:
+    """Tell every API process to forget what it remembers of this key (after a revoke or new limits). Best effort:
+    False when Redis did not take it, and then the caches let go within Settings.key_cache_s."""
+    try:
+        redis.publish(KEY_CHANGES, key_id)
+    except Exception as exc:  # noqa: BLE001 - Redis away: the cache bound still holds
+        log.warning("key change of %s not announced: %s", key_id, exc)
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     # requests using the database at once per API process; below the pool's 30 connections (see api.request_limits)
     max_concurrent_requests: int = 24
     rate_limit_per_s: int = 50  # requests per second per key, across API replicas (0: off)
+    # an API process may answer from its memory of a key this long; a revocation (or a change of the key's limits) is
+    # broadcast over Redis and applies at once in every process that hears it, within this bound in one that does not
+    key_cache_s: float = 5.0
+    api_workers: int = 1  # `svdq api` processes sharing its port (--workers)
     max_open_jobs_per_key: int = 5000  # queued + running per key
     max_queue_depth: int = 100_000  # queued jobs per model before 503 queue_full
     public_url: str = "http://127.0.0.1:8000"  # how webhooks name API-served result URLs

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Connection, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from models import schemas
@@ -39,11 +39,14 @@ def image_view(img: Image) -> schemas.Image:
                          bytes=img.bytes, sha256=img.sha256, created_at=img.created_at)
 
 
-def queue_position(deps: ViewDeps, session: Session, job: Job) -> int:
+def queue_position(deps: ViewDeps, session: Session | Connection, job: Any) -> int:
     """0 = next. Read from the Redis queue index (O(log n)); counted in SQL only when Redis lacks the job."""
     rank = deps.signals.position(job.model, job.id)
-    if rank is not None:
-        return rank
+    return rank if rank is not None else sql_position(session, job)
+
+
+def sql_position(session: Session | Connection, job: Any) -> int:
+    """The jobs ahead of this queued one, counted in SQL: what the queue index says, when Redis has lost it."""
     ahead = session.scalar(
         select(func.count()).select_from(Job).where(
             Job.model == job.model, Job.status == JobStatus.QUEUED,
@@ -53,7 +56,9 @@ def queue_position(deps: ViewDeps, session: Session, job: Job) -> int:
     return int(ahead or 0)
 
 
-def job_view(*, deps: ViewDeps, session: Session, job: Job, base_url: str) -> schemas.Job:
+def job_view(job: Any, *, store: LocalStore | S3Store, base_url: str, position: int | None = None) -> schemas.Job:
+    """The job object of a row: an ORM `Job` or a Core row of the jobs table (the API's hot reads select those).
+    `position` is its queue position when it is queued (see queue_position)."""
     total = job.progress_total or job.params.get("num_inference_steps", 0)
     step = total if job.status == JobStatus.SUCCEEDED else job.progress_step
     result = None
@@ -61,8 +66,8 @@ def job_view(*, deps: ViewDeps, session: Session, job: Job, base_url: str) -> sc
         r = job.result
         own = f"{base_url}/v1/jobs/{job.id}"
         result = schemas.JobResult(
-            video_url=deps.store.presigned_url(r["video_key"], r["content_type"]) or f"{own}/video",
-            poster_url=deps.store.presigned_url(r["poster_key"], "image/jpeg") or f"{own}/poster",
+            video_url=store.presigned_url(r["video_key"], r["content_type"]) or f"{own}/video",
+            poster_url=store.presigned_url(r["poster_key"], "image/jpeg") or f"{own}/poster",
             **{k: r[k] for k in ("content_type", "bytes", "sha256", "frames", "width", "height", "fps")})
     error = None
     if job.status in (JobStatus.FAILED, JobStatus.CANCELED) or (job.status == JobStatus.QUEUED and job.error_code):
@@ -70,13 +75,19 @@ def job_view(*, deps: ViewDeps, session: Session, job: Job, base_url: str) -> sc
     return schemas.Job(
         id=job.id, status=job.status, model=job.model, image_id=job.image_id, params=job.params, output=job.output,
         postprocess=job.postprocess, priority=job.priority,
-        queue_position=queue_position(deps, session, job) if job.status == JobStatus.QUEUED else None,
+        queue_position=position if job.status == JobStatus.QUEUED else None,
         progress=schemas.Progress(step=step, total=total, fraction=round(step / total, 4) if total else 0.0,
                                   stage=job.progress_stage),
         attempts=job.attempts, worker=job.worker, sweep_id=job.sweep_id, sweep_cell=job.sweep_cell,
         sweep_index=job.sweep_index, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, result=result, error=error, runtime=job.runtime,
         cancel_requested=job.cancel_requested_at is not None, reused_from=job.reused_from, rerun_of=job.rerun_of)
+
+
+def job_view_now(*, deps: ViewDeps, session: Session, job: Job, base_url: str) -> schemas.Job:
+    """job_view with its queue position read now (the sync callers: creates, cancels, pages of a sweep)."""
+    position = queue_position(deps, session, job) if job.status == JobStatus.QUEUED else None
+    return job_view(job, store=deps.store, base_url=base_url, position=position)
 
 
 def sweep_view(*, deps: ViewDeps, session: Session, sweep: Sweep, base_url: str) -> schemas.Sweep:
@@ -131,7 +142,7 @@ def webhook_payload(store: LocalStore | S3Store, base_url: str) -> Payload:
             view = None if sweep is None else sweep_view(deps=deps, session=session, sweep=sweep, base_url=base_url)
         else:
             job = session.get(Job, d.resource_id)
-            view = None if job is None else job_view(deps=deps, session=session, job=job, base_url=base_url)
+            view = None if job is None else job_view_now(deps=deps, session=session, job=job, base_url=base_url)
         return None if view is None else view.model_dump(mode="json")
 
     return payload

@@ -84,7 +84,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path, redis_url:
     r.flushdb()
     engine = create_db_engine(settings.database_url)
     broker = Celery("t", broker="memory://")
-    state = AppState(settings=settings, engine=engine, sessions=create_session_factory(engine),
+    state = AppState(settings=settings, engine=engine, reads=engine, sessions=create_session_factory(engine),
                      store=open_store(settings), celery=broker, redis=r, aredis=None, signals=JobSignals(r))
     ctx = WorkerContext.load(settings, "tiny", celery=broker)
     sent = Sent()

@@ -59,9 +59,12 @@ def test_a_full_queue_is_503_and_too_many_open_jobs_is_429(tmp_path: Path, redis
         assert sweep.status_code == 429
 
 
-def _cli(db: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "client.cli", *argv], env={**os.environ, "SVDQ_DATABASE_URL": db},
-                          cwd=ROOT, capture_output=True, text=True)
+def _cli(db: str, *argv: str, redis_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`svdq ...` against this database (and, like an operator's shell, the service's Redis: key changes are
+    announced there, so the API's key cache lets go of them at once)."""
+    env = {**os.environ, "SVDQ_DATABASE_URL": db, **({"SVDQ_REDIS_URL": redis_url} if redis_url else {})}
+    return subprocess.run([sys.executable, "-m", "client.cli", *argv], env=env, cwd=ROOT, capture_output=True,
+                          text=True)
 
 
 def test_a_keys_own_limits_override_the_service_wide_ones(tmp_path: Path, redis_url: str) -> None:
@@ -89,7 +92,8 @@ def test_a_keys_own_limits_override_the_service_wide_ones(tmp_path: Path, redis_
         assert r.status_code == 429 and "limit is 1" in r.json()["error"]["message"]
         # When the operator puts the cell limit back to the default, Then the same sweep is taken
         key_id = c.get("/v1/keys/self", headers=small).json()["id"]
-        reset = _cli(db, "keys", "set-limits", key_id, "--max-sweep-cells", "default", "--max-open-jobs", "10")
+        reset = _cli(db, "keys", "set-limits", key_id, "--max-sweep-cells", "default", "--max-open-jobs", "10",
+                     redis_url=redis_url + "/6")
         assert reset.returncode == 0, reset.stderr
         assert c.post("/v1/sweeps", headers=small, json=sweep).status_code == 202
         assert "max_open_jobs=10" in _cli(db, "keys", "list").stdout

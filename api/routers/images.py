@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import CurrentKey
 from api.bodies import read_upload
-from api.deps import SessionDep, StateDep
+from api.deps import StateDep
 from api.openapi import answers
 from api.services.images import store_image
 from models import schemas
@@ -26,7 +26,11 @@ UPLOAD_SCHEMA: dict[str, Any] = {"requestBody": {"required": True, "content": {"
 @router.post("", name="upload_image", status_code=201, response_model=schemas.Image, openapi_extra=UPLOAD_SCHEMA,
              responses=answers(201, schemas.Image, "The stored image; the same bytes give the same id.", 413, 415,
                                422))
-async def upload_image(request: Request, state: StateDep, session: SessionDep, key: CurrentKey) -> schemas.Image:
+async def upload_image(request: Request, state: StateDep, key: CurrentKey) -> schemas.Image:
     data, _ = await read_upload(request)
-    img, _created = await run_in_threadpool(store_image, state=state, session=session, key=key, data=data)
-    return image_view(img)
+
+    def store() -> schemas.Image:
+        with state.sessions() as session:
+            return image_view(store_image(state=state, session=session, key=key, data=data)[0])
+
+    return await run_in_threadpool(store)

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import CurrentKey
+from api.auth import CallerDep, CurrentKey
 from api.bodies import read_job_submission
 from api.deps import BaseUrl, SessionDep, StateDep
 from api.errors import ApiError
@@ -23,12 +23,13 @@ from api.openapi import (
     links,
     sse_answer,
 )
+from api.reads import CURSOR_PATTERN, read_job, read_jobs_page
 from api.services import jobs
 from api.sse import job_event_stream
 from models import schemas
 from models.status import JobStatus
 from models.tables import WebhookDelivery
-from models.views import delivery_view, job_view
+from models.views import delivery_view, job_view_now
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -43,14 +44,16 @@ CREATED = answers(202, schemas.Job, "The job, queued (or finished at once from a
                   links=JOB_LINKS)
 
 
-async def submit_job(request: Request, response: Response, state: StateDep, session: SessionDep, key: CurrentKey,
-                     base: BaseUrl, idempotency_key: IdempotencyKey = None) -> schemas.Job:
+async def submit_job(request: Request, response: Response, caller: CallerDep,
+                     idempotency_key: IdempotencyKey = None) -> schemas.Job:
     spec, data = await read_job_submission(request)
+    state, key, base = caller.state, caller.key, caller.base_url
 
     def submit() -> tuple[schemas.Job, bool]:
-        job, created = jobs.submit_job(state=state, session=session, key=key, spec=spec, data=data,
-                                       idem_key=idempotency_key)
-        return job_view(deps=state, session=session, job=job, base_url=base), created
+        with state.sessions() as session:  # one thread hop for the whole create
+            job, created = jobs.submit_job(state=state, session=session, key=key, spec=spec, data=data,
+                                           idem_key=idempotency_key)
+            return job_view_now(deps=state, session=session, job=job, base_url=base), created
 
     view, created = await run_in_threadpool(submit)
     response.status_code = 202 if created else 200
@@ -64,21 +67,18 @@ add_create_routes(router, submit_job, name="create_job", answer=schemas.Job, res
 
 @router.get("", name="list_jobs", response_model=schemas.Page[schemas.Job],
             responses=answers(200, schemas.Page[schemas.Job], "Newest first.", 422))
-def list_jobs(state: StateDep, session: SessionDep, key: CurrentKey, base: BaseUrl,
-              status: JobStatus | None = None, sweep_id: Annotated[str | None, Query(max_length=64)] = None,
-              limit: Annotated[int, Query(ge=1, le=200)] = 50,
-              cursor: Annotated[str | None, Query(pattern=jobs.CURSOR_PATTERN)] = None) -> schemas.Page[schemas.Job]:
-    rows, next_cursor = jobs.list_jobs(session=session, key=key, status=status, sweep_id=sweep_id, limit=limit,
-                                       cursor=cursor)
-    return schemas.Page[schemas.Job](items=[job_view(deps=state, session=session, job=j, base_url=base) for j in rows],
-                                     next_cursor=next_cursor)
+async def list_jobs(caller: CallerDep, status: JobStatus | None = None,
+                    sweep_id: Annotated[str | None, Query(max_length=64)] = None,
+                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None) -> schemas.Page[schemas.Job]:
+    return await read_jobs_page(caller.state, caller.key, status=status, sweep_id=sweep_id, limit=limit,
+                                cursor=cursor, base_url=caller.base_url)
 
 
 @router.get("/{job_id}", name="get_job", response_model=schemas.Job,
             responses=answers(200, schemas.Job, "The job.", 404))
-def get_job(job_id: str, state: StateDep, session: SessionDep, key: CurrentKey, base: BaseUrl) -> schemas.Job:
-    job = jobs.get_job(session=session, key=key, job_id=job_id)
-    return job_view(deps=state, session=session, job=job, base_url=base)
+async def get_job(job_id: str, caller: CallerDep) -> schemas.Job:
+    return await read_job(caller.state, caller.key, job_id, caller.base_url)
 
 
 @router.post("/{job_id}/cancel", name="cancel_job", response_model=schemas.Job, responses=answers(
@@ -89,7 +89,7 @@ def cancel_job(job_id: str, response: Response, state: StateDep, session: Sessio
     job, outcome = jobs.cancel_job(state=state, session=session, key=key, job_id=job_id)
     # canceled now (it was queued) -> 200; a running job stops at its next step -> 202
     response.status_code = 200 if outcome == "canceled" else 202
-    return job_view(deps=state, session=session, job=job, base_url=base)
+    return job_view_now(deps=state, session=session, job=job, base_url=base)
 
 
 @router.post("/{job_id}/rerun", name="rerun_job", status_code=202, response_model=schemas.Job,
@@ -97,20 +97,17 @@ def cancel_job(job_id: str, response: Response, state: StateDep, session: Sessio
 def rerun_job(job_id: str, state: StateDep, session: SessionDep, key: CurrentKey, base: BaseUrl) -> schemas.Job:
     job = jobs.rerun_job(state=state, session=session, key=key, job=jobs.get_job(session=session, key=key,
                                                                                  job_id=job_id))
-    return job_view(deps=state, session=session, job=job, base_url=base)
+    return job_view_now(deps=state, session=session, job=job, base_url=base)
 
 
 @router.get("/{job_id}/events", name="job_events", response_class=StreamingResponse, responses={
     200: sse_answer("Job", "One `data:` job object per change, ending after a terminal status."), **failures(404)})
-def job_events(job_id: str, request: Request, state: StateDep, session: SessionDep, key: CurrentKey,
-               base: BaseUrl) -> StreamingResponse:
-    jobs.get_job(session=session, key=key, job_id=job_id)  # 404 before the stream starts
+async def job_events(job_id: str, request: Request, caller: CallerDep) -> StreamingResponse:
+    async def load_view() -> schemas.Job:
+        return await read_job(caller.state, caller.key, job_id, caller.base_url)
 
-    def load_view() -> schemas.Job:
-        with state.sessions() as s:
-            return job_view(deps=state, session=s, job=jobs.get_job(session=s, key=key, job_id=job_id), base_url=base)
-
-    return StreamingResponse(job_event_stream(state.aredis, job_id, load_view, request.is_disconnected),
+    await load_view()  # 404 before the stream starts
+    return StreamingResponse(job_event_stream(caller.state.aredis, job_id, load_view, request.is_disconnected),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

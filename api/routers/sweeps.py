@@ -15,12 +15,12 @@ from api.deps import BaseUrl, SessionDep, StateDep
 from api.errors import ApiError
 from api.files import FILE_ANSWERS, serve_stored
 from api.openapi import add_create_routes, answers, failures, links
+from api.reads import CURSOR_PATTERN, read_jobs_page
 from api.services import sweeps
-from api.services.jobs import CURSOR_PATTERN, list_jobs
 from models import schemas
 from models.status import JobStatus
 from models.tables import SweepGrid
-from models.views import job_view, sweep_view
+from models.views import sweep_view
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
@@ -30,13 +30,13 @@ SWEEP_LINKS = {**links({"sweep_id": "$response.body#/id"}, "get_sweep", "list_sw
 CREATED = answers(202, schemas.Sweep, "The sweep, its cells queued.", 404, 413, 415, 422, links=SWEEP_LINKS)
 
 
-async def create_sweep(request: Request, state: StateDep, session: SessionDep, key: CurrentKey,
-                       base: BaseUrl) -> schemas.Sweep:
+async def create_sweep(request: Request, state: StateDep, key: CurrentKey, base: BaseUrl) -> schemas.Sweep:
     spec, uploads = await read_sweep_submission(request)
 
     def create() -> schemas.Sweep:
-        sweep = sweeps.create_sweep(state=state, session=session, key=key, spec=spec, uploads=uploads)
-        return sweep_view(deps=state, session=session, sweep=sweep, base_url=base)
+        with state.sessions() as session:  # one thread hop for the whole create
+            sweep = sweeps.create_sweep(state=state, session=session, key=key, spec=spec, uploads=uploads)
+            return sweep_view(deps=state, session=session, sweep=sweep, base_url=base)
 
     return await run_in_threadpool(create)
 
@@ -55,14 +55,17 @@ def get_sweep(sweep_id: str, state: StateDep, session: SessionDep, key: CurrentK
 
 @router.get("/{sweep_id}/jobs", name="list_sweep_jobs", response_model=schemas.Page[schemas.Job],
             responses=answers(200, schemas.Page[schemas.Job], "The sweep's cells, newest first.", 404, 422))
-def list_sweep_jobs(sweep_id: str, state: StateDep, session: SessionDep, key: CurrentKey, base: BaseUrl,
-                    status: JobStatus | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 200,
-                    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None) -> schemas.Page[schemas.Job]:
-    sweeps.get_sweep(session=session, key=key, sweep_id=sweep_id)
-    rows, next_cursor = list_jobs(session=session, key=key, status=status, sweep_id=sweep_id, limit=limit,
-                                  cursor=cursor)
-    return schemas.Page[schemas.Job](items=[job_view(deps=state, session=session, job=j, base_url=base) for j in rows],
-                                     next_cursor=next_cursor)
+async def list_sweep_jobs(sweep_id: str, state: StateDep, key: CurrentKey, base: BaseUrl,
+                          status: JobStatus | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 200,
+                          cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
+                          ) -> schemas.Page[schemas.Job]:
+    def owned() -> None:
+        with state.sessions() as session:
+            sweeps.get_sweep(session=session, key=key, sweep_id=sweep_id)
+
+    await run_in_threadpool(owned)
+    return await read_jobs_page(state, key, status=status, sweep_id=sweep_id, limit=limit, cursor=cursor,
+                                base_url=base)
 
 
 @router.post("/{sweep_id}/cancel", name="cancel_sweep", response_model=schemas.Sweep,

@@ -46,8 +46,13 @@ def fetch_url(state: AppState, url: str, *, field: str = "image_url") -> bytes:
         raise ApiError(exc.status, exc.code, exc.message, [{"field": field, "message": exc.message}]) from exc
 
 
-def get_image(*, session: Session, key: ApiKey, image_id: str) -> Image:
-    img = session.get(Image, image_id)
+def get_image(*, state: AppState, session: Session, key: ApiKey, image_id: str) -> Image:
+    img = state.images.get(image_id)
+    if img is None:
+        img = session.get(Image, image_id)
+        if img is not None:
+            session.expunge(img)  # kept beyond this session (an image row never changes)
+            state.images.put(image_id, img)
     if img is None or (img.owner_id != key.id and not key.is_admin):
         raise ApiError(404, "not_found", f"No image {image_id!r}; upload it with POST /v1/images.")
     return img

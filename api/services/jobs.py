@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import secrets
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from api import idempotency
@@ -25,15 +23,19 @@ from models.status import JobStatus
 from models.tables import ApiKey, Image, Job, utcnow
 
 log = logging.getLogger("svdq.api")
+JOBS = cast(Table, Job.__table__)
 
 
 def reusable_result(*, state: AppState, session: Session, key: ApiKey, model: str, fp: str) -> Job | None:
     """A succeeded job of this key with the same fingerprint, rendered by the revision the ready workers
     hold now. With no worker ready the revision cannot be confirmed, so nothing is reused."""
-    try:
-        revisions = {w.get("revision") for w in ready_workers(state.redis, model)} - {None}
-    except Exception:  # noqa: BLE001 - Redis down: render afresh rather than guess
-        return None
+    revisions = state.revisions.get(model)
+    if revisions is None:
+        try:
+            workers = ready_workers(state.redis, model)
+        except Exception:  # noqa: BLE001 - Redis down: render afresh rather than guess
+            return None
+        revisions = state.revisions.put(model, frozenset(w["revision"] for w in workers if w.get("revision")))
     if not revisions:
         return None
     rows = session.scalars(select(Job).where(Job.owner_id == key.id, Job.fingerprint == fp,
@@ -68,11 +70,17 @@ def queue_unavailable() -> ApiError:
                     headers={"Retry-After": "5"})
 
 
+def insert_job(session: Session, job: Job) -> None:
+    """The row of a new, unsaved job, as one Core INSERT (the unit of work's bookkeeping costs more than the
+    statement); its unset columns stay SQL NULL, as the ORM leaves them. `job` stays a plain, transient object."""
+    session.execute(insert(JOBS).values({c.key: v for c in JOBS.columns if (v := getattr(job, c.key)) is not None}))
+    session.commit()
+
+
 def create_job(*, state: AppState, session: Session, key: ApiKey, plan: JobPlan, image: Image,
                rerun_of: str | None = None) -> Job:
     job = new_job(state=state, session=session, key=key, plan=plan, image=image, rerun_of=rerun_of)
-    session.add(job)
-    session.commit()
+    insert_job(session, job)
     if job.status != JobStatus.QUEUED:
         lifecycle.job_ended(session, job.id, state.fx)  # reused: it is already done
     elif not lifecycle.submitted(session, job, state.fx):
@@ -100,7 +108,7 @@ def submit_job(*, state: AppState, session: Session, key: ApiKey, spec: JobCreat
             image, _ = store_image(state=state, session=session, key=key, data=data)
         else:
             assert isinstance(spec, JobCreate)  # a JSON body names its image (api/bodies.py checks it)
-            image = get_image(session=session, key=key, image_id=spec.image_id or "")
+            image = get_image(state=state, session=session, key=key, image_id=spec.image_id or "")
         job = create_job(state=state, session=session, key=key, plan=plan, image=image)
     except BaseException:
         if idem_key is not None:
@@ -134,44 +142,3 @@ def get_job(*, session: Session, key: ApiKey, job_id: str) -> Job:
     if job is None or (job.owner_id != key.id and not key.is_admin):
         raise ApiError(404, "not_found", f"No job {job_id!r}.")
     return job
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# `<created_at in microseconds since the epoch>.<job id>`: every string of this shape is a place in the newest-first
-# order (the OpenAPI document publishes the pattern), so a cursor is either refused by its shape or served
-CURSOR_PATTERN = r"^[0-9]{1,17}\.job_[0-9A-Za-z_]{1,64}$"
-_CURSOR = re.compile(CURSOR_PATTERN)
-
-
-def encode_cursor(job: Job) -> str:
-    return f"{(job.created_at - EPOCH) // timedelta(microseconds=1)}.{job.id}"
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    if not _CURSOR.match(cursor):
-        raise ApiError(422, "invalid_request", "The cursor is not one this API gave out; start without it.")
-    micros, job_id = cursor.split(".", 1)
-    return EPOCH + timedelta(microseconds=int(micros)), job_id
-
-
-def list_jobs(*, session: Session, key: ApiKey, status: str | None, sweep_id: str | None, limit: int,
-              cursor: str | None) -> tuple[list[Job], str | None]:
-    if status is not None and status not in set(JobStatus):
-        raise ApiError(422, "invalid_request", f"Unknown status {status!r}; use one of "
-                       f"{', '.join(s.value for s in JobStatus)}.")
-    if not 1 <= limit <= 200:
-        raise ApiError(422, "invalid_request", "limit must be between 1 and 200.")
-    q = select(Job)
-    if not key.is_admin:
-        q = q.where(Job.owner_id == key.id)
-    if status is not None:
-        q = q.where(Job.status == status)
-    if sweep_id is not None:
-        q = q.where(Job.sweep_id == sweep_id)
-    if cursor:
-        created, job_id = decode_cursor(cursor)
-        q = q.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
-    rows = list(session.scalars(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (encode_cursor(rows[-1]) if more and rows else None)

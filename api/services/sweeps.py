@@ -93,7 +93,7 @@ def create_sweep(*, state: AppState, session: Session, key: ApiKey, spec: SweepS
         if item.image_url:
             images.append(store_image(state=state, session=session, key=key, data=fetch_url(state, item.image_url))[0])
         else:
-            images.append(get_image(session=session, key=key, image_id=item.image_id or ""))
+            images.append(get_image(state=state, session=session, key=key, image_id=item.image_id or ""))
     images += [store_image(state=state, session=session, key=key, data=data)[0] for data in uploads]
     postprocess = spec.postprocess.model_dump(exclude_none=True) if spec.postprocess is not None else None
     sweep = Sweep(id="swp_" + secrets.token_hex(12), owner_id=key.id, name=spec.name, model=model,
