@@ -17,10 +17,11 @@ from api.errors import install_error_handlers
 from api.key_cache import follow_key_changes
 from api.metrics import install_metrics
 from api.openapi import install_openapi
+from api.readers import open_reader
 from api.request_limits import BodySizeLimit, ConcurrencyLimit
 from api.routers import images, jobs, keys, models, service, sweeps, ui
 from api.state import AppState
-from models.db import create_db_engine, create_read_engine, create_session_factory
+from models.db import create_db_engine, create_session_factory
 from models.events import JobSignals
 from models.keys import ensure_key
 from models.queue import create_celery
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = create_db_engine(settings.database_url, ping=False)
     sync_redis = redis.Redis.from_url(settings.redis_url or "", socket_timeout=2, socket_connect_timeout=2)
     state = AppState(
-        settings=settings, engine=engine, reads=create_read_engine(settings.database_url),
+        settings=settings, engine=engine, reads=open_reader(settings.database_url),
         sessions=create_session_factory(engine),
         store=open_store(settings), celery=create_celery(settings), redis=sync_redis,
         aredis=redis.asyncio.Redis.from_url(settings.redis_url or "", socket_connect_timeout=2),
@@ -68,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await state.aredis.aclose()
         state.redis.close()
         engine.dispose()
-        state.reads.dispose()
+        await state.reads.close()
 
     app = FastAPI(title="svdq", version="1", lifespan=lifespan, generate_unique_id_function=operation_id,
                   description="Stable Video Diffusion as a job service: images in, videos out.")

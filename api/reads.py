@@ -1,29 +1,28 @@
 """The hot reads: a job, and a page of jobs (the job list, a sweep's cells, the event stream's re-reads). Each is
-one thread hop holding one pooled connection for one Core select; queue positions come from the Redis queue
-index on the event loop (one pipelined round trip), counted in SQL only for a job Redis lacks. The database
+one Core select, compiled once, run by the process's reader (api/readers.py: psycopg async on PostgreSQL, no
+thread hop); queue positions come from the Redis queue index on the event loop (one pipelined round trip), counted
+in SQL only for a job Redis lacks. The database
 stays the truth: every read sees the last committed write."""
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import Engine, Row, and_, or_, select
-from sqlalchemy.exc import DBAPIError
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy import Integer, and_, bindparam, or_, select
 
 from api.errors import ApiError
+from api.readers import Query
 from api.state import AppState
 from models import schemas
 from models.events import queue_key
 from models.status import JobStatus
-from models.tables import ApiKey, Job
-from models.views import job_view, sql_position
+from models.tables import ApiKey, Job, UTCDateTime
+from models.views import AHEAD_OF, ahead_params, job_view
 
 JOBS = Job.__table__
-T = TypeVar("T")
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -44,44 +43,28 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return EPOCH + timedelta(microseconds=int(micros)), job_id
 
 
-def _retried(read: Callable[[Engine], T], engine: Engine) -> T:
-    """`read` on a pooled connection; once more on a new one when the database had dropped the first (the read
-    engine does not ping at checkout; a disconnect invalidates the whole pool, so the retry connects afresh)."""
-    try:
-        return read(engine)
-    except DBAPIError as exc:
-        if not exc.connection_invalidated:
-            raise
-        return read(engine)
+_JOB = Query(select(JOBS).where(JOBS.c.id == bindparam("job_id")))
+_AHEAD = Query(AHEAD_OF)
 
 
-def _job_row(engine: Engine, job_id: str) -> Row[Any] | None:
-    with engine.connect() as conn:
-        return conn.execute(select(JOBS).where(JOBS.c.id == job_id)).first()
-
-
-def _page_rows(engine: Engine, *, owner_id: str | None, status: str | None, sweep_id: str | None, limit: int,
-               after: tuple[datetime, str] | None) -> list[Row[Any]]:
+@functools.cache
+def _page_query(*, owner: bool, status: bool, sweep: bool, after: bool) -> Query:
+    """One query per combination of filters (16 at most), each compiled once."""
     q = select(JOBS)
-    if owner_id is not None:
-        q = q.where(JOBS.c.owner_id == owner_id)
-    if status is not None:
-        q = q.where(JOBS.c.status == status)
-    if sweep_id is not None:
-        q = q.where(JOBS.c.sweep_id == sweep_id)
-    if after is not None:
-        created, job_id = after
-        q = q.where(or_(JOBS.c.created_at < created, and_(JOBS.c.created_at == created, JOBS.c.id < job_id)))
-    with engine.connect() as conn:
-        return list(conn.execute(q.order_by(JOBS.c.created_at.desc(), JOBS.c.id.desc()).limit(limit + 1)))
+    if owner:
+        q = q.where(JOBS.c.owner_id == bindparam("owner_id"))
+    if status:
+        q = q.where(JOBS.c.status == bindparam("status"))
+    if sweep:
+        q = q.where(JOBS.c.sweep_id == bindparam("sweep_id"))
+    if after:
+        created = bindparam("after_created", type_=UTCDateTime)
+        q = q.where(or_(JOBS.c.created_at < created,
+                        and_(JOBS.c.created_at == created, JOBS.c.id < bindparam("after_id"))))
+    return Query(q.order_by(JOBS.c.created_at.desc(), JOBS.c.id.desc()).limit(bindparam("limit", type_=Integer)))
 
 
-def _sql_positions(engine: Engine, rows: list[Row[Any]]) -> dict[str, int]:
-    with engine.connect() as conn:
-        return {row.id: sql_position(conn, row) for row in rows}
-
-
-async def positions(state: AppState, rows: list[Row[Any]]) -> dict[str, int]:
+async def positions(state: AppState, rows: list[Any]) -> dict[str, int]:
     """Queue positions of the queued ones among `rows`, by job id."""
     queued = [row for row in rows if row.status == JobStatus.QUEUED]
     if not queued:
@@ -99,13 +82,14 @@ async def positions(state: AppState, rows: list[Row[Any]]) -> dict[str, int]:
         pass
     found = {row.id: int(rank) for row, rank in zip(queued, ranks, strict=True) if rank is not None}
     missing = [row for row in queued if row.id not in found]
-    if missing:
-        found.update(await run_in_threadpool(_retried, lambda engine: _sql_positions(engine, missing), state.reads))
+    for row in missing:
+        found[row.id] = int((await state.reads.rows(_AHEAD, ahead_params(row)))[0][0] or 0)
     return found
 
 
 async def read_job(state: AppState, key: ApiKey, job_id: str, base_url: str) -> schemas.Job:
-    row = await run_in_threadpool(_retried, lambda engine: _job_row(engine, job_id), state.reads)
+    found = await state.reads.rows(_JOB, {"job_id": job_id})
+    row = found[0] if found else None
     if row is None or (row.owner_id != key.id and not key.is_admin):
         raise ApiError(404, "not_found", f"No job {job_id!r}.")
     where = await positions(state, [row])
@@ -116,8 +100,12 @@ async def read_jobs_page(state: AppState, key: ApiKey, *, status: str | None, sw
                          cursor: str | None, base_url: str) -> schemas.Page[schemas.Job]:
     after = decode_cursor(cursor) if cursor else None
     owner = None if key.is_admin else key.id
-    rows = await run_in_threadpool(_retried, lambda engine: _page_rows(
-        engine, owner_id=owner, status=status, sweep_id=sweep_id, limit=limit, after=after), state.reads)
+    query = _page_query(owner=owner is not None, status=status is not None, sweep=sweep_id is not None,
+                        after=after is not None)
+    params: dict[str, Any] = {"owner_id": owner, "status": status, "sweep_id": sweep_id, "limit": limit + 1}
+    if after is not None:
+        params["after_created"], params["after_id"] = after
+    rows = await state.reads.rows(query, {k: v for k, v in params.items() if v is not None})
     more = len(rows) > limit
     rows = rows[:limit]
     where = await positions(state, rows)

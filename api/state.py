@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.key_cache import KeyCache
 from api.memo import Memo
 from api.rate import RateLimiter
+from api.readers import Reader
 from models.events import JobSignals
 from models.lifecycle import Effects
 from models.queue import make_enqueue, make_grid_enqueue
@@ -24,7 +25,7 @@ from models.tables import Image
 class AppState:
     settings: Settings
     engine: Engine
-    reads: Engine  # the hot reads' own pool (models.db.create_read_engine)
+    reads: Reader  # runs the hot reads (api/readers.py)
     sessions: sessionmaker[Session]
     store: LocalStore | S3Store
     celery: Celery

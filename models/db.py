@@ -39,17 +39,6 @@ def create_db_engine(url: str, *, ping: bool = True) -> Engine:
                          connect_args={"connect_timeout": 2})
 
 
-def create_read_engine(url: str) -> Engine:
-    """The API's hot reads (api/reads.py): every statement its own transaction (autocommit: no BEGIN, and no
-    ROLLBACK when a connection goes back), and no ping at checkout (about half a read's cost); a read that meets a
-    connection the database dropped is retried once on a new one by its caller. A smaller pool than the main
-    engine's: the reads hold a connection only for one statement."""
-    if make_url(url).get_backend_name() == "sqlite":
-        return create_db_engine(url)
-    return create_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=False, pool_size=5, max_overflow=10,
-                         pool_timeout=5, pool_recycle=300, connect_args={"connect_timeout": 2})
-
-
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from models import schemas
@@ -17,7 +17,7 @@ from models import sweeps as sw
 from models.events import JobSignals
 from models.status import TERMINAL, JobStatus
 from models.storage import LocalStore, S3Store
-from models.tables import Image, Job, Sweep, SweepGrid, WebhookDelivery
+from models.tables import Image, Job, Sweep, SweepGrid, UTCDateTime, WebhookDelivery
 
 
 class ViewDeps(Protocol):
@@ -45,15 +45,22 @@ def queue_position(deps: ViewDeps, session: Session | Connection, job: Any) -> i
     return rank if rank is not None else sql_position(session, job)
 
 
+_J = Job.__table__
+# the jobs ahead of a queued one in its model's queue (higher priority first, then older first); its inputs are
+# named parameters, so the API's async reader compiles it once (api/reads.py)
+AHEAD_OF = select(func.count()).select_from(_J).where(
+    _J.c.model == bindparam("model"), _J.c.status == JobStatus.QUEUED.value,
+    or_(_J.c.priority > bindparam("priority"),
+        and_(_J.c.priority == bindparam("priority"), _J.c.created_at < bindparam("created_at", type_=UTCDateTime))))
+
+
+def ahead_params(job: Any) -> dict[str, Any]:
+    return {"model": job.model, "priority": job.priority, "created_at": job.created_at}
+
+
 def sql_position(session: Session | Connection, job: Any) -> int:
     """The jobs ahead of this queued one, counted in SQL: what the queue index says, when Redis has lost it."""
-    ahead = session.scalar(
-        select(func.count()).select_from(Job).where(
-            Job.model == job.model, Job.status == JobStatus.QUEUED,
-            or_(Job.priority > job.priority, and_(Job.priority == job.priority, Job.created_at < job.created_at)),
-        )
-    )
-    return int(ahead or 0)
+    return int(session.scalar(AHEAD_OF, ahead_params(job)) or 0)
 
 
 def job_view(job: Any, *, store: LocalStore | S3Store, base_url: str, position: int | None = None) -> schemas.Job:
