@@ -98,6 +98,8 @@ def render(rows: list[dict[str, Any]], *, when: dt.datetime, machine: str, vers:
         sat, short = verdict.saturated(r), verdict.shortfalls(r)
         notes = [*(["saturated: " + "; ".join(sat)] if sat else []), *(["short: " + "; ".join(short)] if short else [])]
         extra = f"; {r['request_failures']} failed requests" if r["request_failures"] else ""
+        extra += (f"; machine shared: processes outside this run used {r['other_cpu']:.2f} cores"
+                  if r["other_cpu"] >= 0.25 else "")
         extra += f"; {r['action_errors']} failed worker calls" if r["action_errors"] else ""
         lines.append(f"- N={r['n']}: " + (". ".join(notes) if notes else "nothing saturated, nothing short")
                      + f" (PostgreSQL waits: {r['pg_top_waits']}; queue {r['queue_depth_start']} -> "

@@ -94,6 +94,9 @@ def first_break(rows: list[dict[str, Any]]) -> str:
         if bench_saturated(r) or clients_saturated(r) or canary_saturated(r):
             text += (" This benchmark's own processes were saturated there too (above): they drove less than the "
                      "fleet would, and their latencies hold some of their own delays.")
+        if r["other_cpu"] >= 0.25:
+            text += (f" The machine was shared meanwhile: processes outside this run used {r['other_cpu']:.2f} "
+                     "cores.")
         if held_all:
             text += f" Both targets held up to N={max(held_all)}."
         return text
