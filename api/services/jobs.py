@@ -70,10 +70,14 @@ def queue_unavailable() -> ApiError:
                     headers={"Retry-After": "5"})
 
 
+_INSERT_JOB = insert(JOBS)
+
+
 def insert_job(session: Session, job: Job) -> None:
-    """The row of a new, unsaved job, as one Core INSERT (the unit of work's bookkeeping costs more than the
-    statement); its unset columns stay SQL NULL, as the ORM leaves them. `job` stays a plain, transient object."""
-    session.execute(insert(JOBS).values({c.key: v for c in JOBS.columns if (v := getattr(job, c.key)) is not None}))
+    """The row of a new, unsaved job, as one Core INSERT built once (the unit of work's bookkeeping, or a fresh
+    `.values()`, costs more than the statement); its unset columns stay SQL NULL, as the ORM leaves them. `job`
+    stays a plain, transient object."""
+    session.execute(_INSERT_JOB, {c.key: v for c in JOBS.columns if (v := getattr(job, c.key)) is not None})
     session.commit()
 
 

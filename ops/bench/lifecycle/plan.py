@@ -25,9 +25,11 @@ NEVER_REFUSE = {"SVDQ_RATE_LIMIT_PER_S": "1000000000", "SVDQ_MAX_OPEN_JOBS_PER_K
                 "SVDQ_MAX_QUEUE_DEPTH": "1000000000"}
 
 FULL: dict[str, Any] = {"load_seconds": 10.0, "concurrency": 16, "pollers": 200, "poll_seconds": 10.0,
-                        "poll_interval": 1.0, "jobs": 100, "queued": 100_000, "samples": 300, "warmup": 2.0}
+                        "poll_interval": 1.0, "jobs": 100, "queued": 100_000, "samples": 300, "warmup": 2.0,
+                        "api_workers": 1}
 QUICK: dict[str, Any] = {"load_seconds": 2.0, "concurrency": 16, "pollers": 20, "poll_seconds": 2.0,
-                         "poll_interval": 0.25, "jobs": 5, "queued": 2_000, "samples": 30, "warmup": 0.5}
+                         "poll_interval": 0.25, "jobs": 5, "queued": 2_000, "samples": 30, "warmup": 0.5,
+                         "api_workers": 1}
 
 
 def log(msg: str) -> None:
@@ -45,4 +47,5 @@ class Options:
     queued: int
     samples: int
     warmup: float
+    api_workers: int  # `svdq api --workers N`: the targets are for 1
     quick: bool

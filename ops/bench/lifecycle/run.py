@@ -38,6 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, help="row 3: tiny jobs, one at a time (full 100)")
     p.add_argument("--queued", type=int, help="row 4: jobs queued in bulk (full 100000)")
     p.add_argument("--samples", type=int, help="row 4: sequential requests per latency probe (full 300)")
+    p.add_argument("--api-workers", type=int, help="API processes (`svdq api --workers N`; the targets are for 1)")
     p.add_argument("--cache-dir", type=Path, help="where the tiny model is built (default: a temp dir)")
     p.add_argument("--json", type=Path, help="also write the rows and details here")
     p.add_argument("--keep-logs", action="store_true", help="keep the temp dir with the process logs")
@@ -48,7 +49,7 @@ def options(args: argparse.Namespace) -> Options:
     base = QUICK if args.quick else FULL
     vals = {k: getattr(args, k) if getattr(args, k, None) is not None else v for k, v in base.items()}
     opt = Options(**vals, quick=args.quick)
-    if min(opt.concurrency, opt.pollers, opt.jobs, opt.queued, opt.samples) < 1:
+    if min(opt.concurrency, opt.pollers, opt.jobs, opt.queued, opt.samples, opt.api_workers) < 1:
         raise SystemExit("counts must be at least 1")
     return opt
 
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"created database {db.name}; migrating")
         stack = start_stack(tmp, procs, database_url=db.url, cache_dir=args.cache_dir or tmp / "models",
                             api_key="svdq_bench_" + secrets.token_urlsafe(24), api_timeout=90, SVDQ_ENV="dev",
-                            **NEVER_REFUSE)
+                            SVDQ_API_WORKERS=str(opt.api_workers), **NEVER_REFUSE)
         assert stack.api is not None
         log(f"API ready at {stack.url} (pid {stack.api.pid}), redis at {stack.redis_url}")
         rows, details = asyncio.run(run_bench(stack, opt))
