@@ -69,3 +69,17 @@ async def follow_key_changes(aredis: Any, cache: KeyCache, *, retry_s: float = 1
             except Exception:  # noqa: BLE001,S110 - it is being replaced
                 pass
         await asyncio.sleep(retry_s)
+
+
+async def stop_following(task: asyncio.Task[None], *, within_s: float = 2.0) -> None:
+    """Cancel the follower and wait for it, cancelling again while it runs on: redis-py swallows a cancel that
+    lands while a connection is being set up (its health check's `wait_for`), and the task then blocks in
+    `listen()` for good, which had the API's shutdown wait forever. Gives up after `within_s`."""
+    deadline = time.monotonic() + within_s
+    while not task.done() and time.monotonic() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+    if not task.done():
+        log.warning("the key change follower did not stop within %.1f s", within_s)
+    elif not task.cancelled() and task.exception() is not None:
+        log.warning("the key change follower had failed: %r", task.exception())
