@@ -112,9 +112,17 @@ class JobSignals:
             return False
         return bool(best_effort(self.redis.exists, cancel_key(job_id)))
 
-    def queued(self, model: str, job_id: str, priority: int, created_at: datetime) -> None:
-        if self.redis is not None:
-            best_effort(self.redis.zadd, queue_key(model), {job_id: queue_score(priority, created_at)})
+    def queued(self, model: str, job_id: str, priority: int, created_at: datetime) -> int | None:
+        """Into the model's queue index; its place there as it went in (0 = next), in the same round trip, or
+        None when Redis did not answer."""
+        if self.redis is None:
+            return None
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(queue_key(model), {job_id: queue_score(priority, created_at)})
+        pipe.zrank(queue_key(model), job_id)
+        answers = best_effort(pipe.execute)
+        rank = answers[1] if answers else None
+        return int(rank) if rank is not None else None
 
     def dequeued(self, model: str, job_id: str) -> None:
         if self.redis is not None:

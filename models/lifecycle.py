@@ -65,24 +65,38 @@ def job_ended(session: Session, job_id: str, fx: Effects) -> None:
                          url=sweep.webhook_url)
 
 
-def send(job: Job, fx: Effects, delay_s: float = 0.0) -> None:
-    """Into the queue index (the reconciler's marker, and queue_position), then the message."""
-    fx.signals.queued(job.model, job.id, job.priority, job.created_at)
+def send(job: Job, fx: Effects, delay_s: float = 0.0) -> int | None:
+    """Into the queue index (the reconciler's marker, and queue_position), then the message. Returns the job's
+    place in the index as it went in (0 = next), or None when Redis did not say."""
+    rank = fx.signals.queued(job.model, job.id, job.priority, job.created_at)
     fx.enqueue(job.id, job.model, job.priority, delay_s)
+    return rank
 
 
-def submitted(session: Session, job: Job, fx: Effects) -> bool:
-    """Send a new queued job; False when the broker refused it, which fails the job (`queue_unavailable`)."""
+@dataclass(frozen=True)
+class Sent:
+    """What `submitted` did. False when the broker refused the job, which is then failed (`queue_unavailable`);
+    `position` is its queue position as it went in, None when Redis did not say (readers then ask again)."""
+
+    ok: bool
+    position: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def submitted(session: Session, job: Job, fx: Effects) -> Sent:
+    """Send a new queued job (see Sent)."""
     try:
-        send(job, fx)
+        position = send(job, fx)
     except Exception as exc:  # noqa: BLE001 - whatever the broker raised, the job must not stay queued unsent
         log.error("enqueue of %s failed: %s", job.id, exc, extra={"job_id": job.id})
         if fail_job(session, job_id=job.id, worker=None, code="queue_unavailable",
                     message="The job queue (Redis) did not accept the job; submit it again."):
             job_ended(session, job.id, fx)
         fx.signals.dequeued(job.model, job.id)
-        return False
-    return True
+        return Sent(ok=False)
+    return Sent(ok=True, position=position)
 
 
 def requeued(job: Job, fx: Effects, delay_s: float = 0.0) -> None:

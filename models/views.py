@@ -91,9 +91,12 @@ def job_view(job: Any, *, store: LocalStore | S3Store, base_url: str, position: 
         cancel_requested=job.cancel_requested_at is not None, reused_from=job.reused_from, rerun_of=job.rerun_of)
 
 
-def job_view_now(*, deps: ViewDeps, session: Session, job: Job, base_url: str) -> schemas.Job:
-    """job_view with its queue position read now (the sync callers: creates, cancels, pages of a sweep)."""
-    position = queue_position(deps, session, job) if job.status == JobStatus.QUEUED else None
+def job_view_now(*, deps: ViewDeps, session: Session, job: Job, base_url: str,
+                 position: int | None = None) -> schemas.Job:
+    """job_view with its queue position read now (the sync callers: creates, cancels, pages of a sweep), unless
+    the caller knows it already (a create: the enqueue's own)."""
+    if position is None and job.status == JobStatus.QUEUED:
+        position = queue_position(deps, session, job)
     return job_view(job, store=deps.store, base_url=base_url, position=position)
 
 

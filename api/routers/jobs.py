@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
-from starlette.concurrency import run_in_threadpool
 
 from api.auth import CallerDep, CurrentKey
 from api.bodies import read_job_submission
@@ -51,11 +51,12 @@ async def submit_job(request: Request, response: Response, caller: CallerDep,
 
     def submit() -> tuple[schemas.Job, bool]:
         with state.sessions() as session:  # one thread hop for the whole create
-            job, created = jobs.submit_job(state=state, session=session, key=key, spec=spec, data=data,
-                                           idem_key=idempotency_key)
-            return job_view_now(deps=state, session=session, job=job, base_url=base), created
+            made = jobs.submit_job(state=state, session=session, key=key, spec=spec, data=data,
+                                   idem_key=idempotency_key)
+            return job_view_now(deps=state, session=session, job=made.job, base_url=base,
+                                position=made.position), made.created
 
-    view, created = await run_in_threadpool(submit)
+    view, created = await anyio.to_thread.run_sync(submit, limiter=state.submits)
     response.status_code = 202 if created else 200
     return view
 
@@ -95,9 +96,9 @@ def cancel_job(job_id: str, response: Response, state: StateDep, session: Sessio
 @router.post("/{job_id}/rerun", name="rerun_job", status_code=202, response_model=schemas.Job,
              responses=answers(202, schemas.Job, "The new job, queued.", 404, 409, links=JOB_LINKS))
 def rerun_job(job_id: str, state: StateDep, session: SessionDep, key: CurrentKey, base: BaseUrl) -> schemas.Job:
-    job = jobs.rerun_job(state=state, session=session, key=key, job=jobs.get_job(session=session, key=key,
-                                                                                 job_id=job_id))
-    return job_view_now(deps=state, session=session, job=job, base_url=base)
+    made = jobs.rerun_job(state=state, session=session, key=key, job=jobs.get_job(session=session, key=key,
+                                                                                  job_id=job_id))
+    return job_view_now(deps=state, session=session, job=made.job, base_url=base, position=made.position)
 
 
 @router.get("/{job_id}/events", name="job_events", response_class=StreamingResponse, responses={
