@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
 from celery import Celery
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,11 +19,6 @@ from models.queue import make_enqueue, make_grid_enqueue
 from models.settings import Settings
 from models.storage import LocalStore, S3Store
 from models.tables import Image
-
-# Creates run in at most this many threads at once (the others wait their turn on the event loop). A create is
-# mostly CPU under the GIL between short round trips, so more threads add GIL hand-offs, not throughput: at 16
-# concurrent clients, 40 threads cost 53 context switches per create and 4 cost 22, for 6% less CPU per create.
-SUBMIT_THREADS = 4
 
 
 @dataclass
@@ -43,13 +37,11 @@ class AppState:
     rate: RateLimiter = field(init=False)
     images: Memo[str, Image] = field(init=False)  # image rows by id: they never change once stored
     revisions: Memo[str, frozenset[str]] = field(init=False)  # per model: what its ready workers hold, for a second
-    submits: anyio.CapacityLimiter = field(init=False)  # the threads creates run in (SUBMIT_THREADS)
 
     def __post_init__(self) -> None:
         self.keys = KeyCache(self.settings.key_cache_s)
         self.rate = RateLimiter(self.aredis)
         self.images = Memo(ttl_s=None, size=10_000)
         self.revisions = Memo(ttl_s=1.0, size=64)
-        self.submits = anyio.CapacityLimiter(SUBMIT_THREADS)
         self.fx = Effects(signals=self.signals, enqueue=make_enqueue(self.celery),
                           enqueue_grid=make_grid_enqueue(self.celery))

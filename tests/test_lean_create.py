@@ -1,31 +1,19 @@
 """What the lean create keeps while costing less: with its key and image known, a create writes its job in one
 autocommitted statement (no BEGIN or COMMIT round trips) and the row is there for any reader at once; the queue
-index answers the job's place in the same round trip as it takes it; creates share a few threads."""
+index answers the job's place in the same round trip as it takes it."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
 import redis as redis_lib
-from fastapi.testclient import TestClient
 from sqlalchemy import delete, event, select
 
-from api.app import create_app
-from api.services import jobs as job_service
-from api.state import SUBMIT_THREADS
 from models.db import create_db_engine, create_session_factory
 from models.events import JobSignals, queue_key
-from models.migrate import upgrade
-from models.settings import Settings
 from models.tables import Job, utcnow
-from ops.harness.images import sample_png
-from ops.harness.stack import API_KEY, Stack
+from ops.harness.stack import Stack
 
 
 class Statements:
@@ -96,48 +84,3 @@ def test_the_queue_index_answers_the_place_a_job_took(redis_url: str) -> None:
     finally:
         r.flushdb()
         r.close()
-
-
-@pytest.fixture
-def app(tmp_path: Path, redis_url: str) -> Iterator[TestClient]:
-    db = f"sqlite:///{tmp_path}/lean.db"
-    upgrade(db)
-    settings = Settings(_env_file=None, database_url=db, storage_url=f"file://{tmp_path}/r", redis_url=f"{redis_url}/6",
-                        bootstrap_api_key=API_KEY, rate_limit_per_s=1000)
-    with TestClient(create_app(settings)) as client:
-        yield client
-
-
-def test_creates_run_in_at_most_submit_threads_at_once(app: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given creates that each take a while in their thread
-    real = job_service.submit_job
-    lock, running, most = threading.Lock(), [0], [0]
-
-    def slow_submit(**kw: Any) -> Any:
-        with lock:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-        try:
-            time.sleep(0.1)
-            return real(**kw)
-        finally:
-            with lock:
-                running[0] -= 1
-
-    monkeypatch.setattr(job_service, "submit_job", slow_submit)
-    h = {"Authorization": f"Bearer {API_KEY}"}
-    image_id = app.post("/v1/images", headers=h, files={"image": ("a.png", sample_png())}).json()["id"]
-    codes: list[int] = []
-
-    def create() -> None:
-        codes.append(app.post("/v1/jobs", headers=h, json={"model": "tiny", "image_id": image_id}).status_code)
-
-    # When three times as many arrive at once
-    threads = [threading.Thread(target=create) for _ in range(3 * SUBMIT_THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    # Then every one was created, never more than SUBMIT_THREADS at a time, and they did overlap
-    assert codes == [202] * (3 * SUBMIT_THREADS)
-    assert most[0] == SUBMIT_THREADS

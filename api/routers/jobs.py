@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import CallerDep, CurrentKey
 from api.bodies import read_job_submission
@@ -56,7 +56,7 @@ async def submit_job(request: Request, response: Response, caller: CallerDep,
             return job_view_now(deps=state, session=session, job=made.job, base_url=base,
                                 position=made.position), made.created
 
-    view, created = await anyio.to_thread.run_sync(submit, limiter=state.submits)
+    view, created = await run_in_threadpool(submit)
     response.status_code = 202 if created else 200
     return view
 
