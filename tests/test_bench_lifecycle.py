@@ -31,6 +31,8 @@ EXPECTED = [
     ("bench event-loop lag p99", False),
     ("status poll throughput", False),
     ("status poll p99", False),
+    ("API CPU per status GET (ms, 16 clients back-to-back", False),
+    ("API CPU per status GET / per healthz", True),
     ("e2e overhead p50", True),
     ("e2e overhead p90", False),
     ("e2e pickup p50", False),
