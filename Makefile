@@ -33,6 +33,8 @@ lint: $(STAMP)
 	# the layers of ../shared/ARCHITECTURE.md (contracts in pyproject.toml), and no import loop anywhere
 	$(BIN)/lint-imports
 	$(BIN)/python ops/lint/import_cycles.py
+	# every import declared in pyproject.toml and every declared dependency used ([tool.deptry] there)
+	$(BIN)/deptry . --no-ansi
 
 # web pages are tested in Debian's Chromium (never a downloaded browser)
 browser:
