@@ -6,28 +6,17 @@ capped while it streams."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin
 
 import httpx
 
-from models.netcheck import Resolver, UrlRejected, check_url, is_public, system_resolver
+from models.netcheck import Resolver, UrlRejected, check_url, is_public, pinned, system_resolver
 
 
 class FetchError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-
-
-def _pinned(url: str, address: str) -> tuple[str, str]:
-    """The URL with its host replaced by the checked address, and the Host header to send."""
-    parts = urlsplit(url)
-    host = f"[{address}]" if ":" in address else address
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    host_header = parts.hostname or ""
-    if parts.port:
-        host_header += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), host_header
 
 
 def fetch_image_url(url: str, *, max_bytes: int, allow_private: bool = False, resolve: Resolver = system_resolver,
@@ -40,9 +29,7 @@ def fetch_image_url(url: str, *, max_bytes: int, allow_private: bool = False, re
                 addresses = check_url(url, allow_private=allow_private, resolve=resolve, public=public)
             except UrlRejected as exc:
                 raise FetchError(422, "image_url_forbidden", f"image_url is not allowed: {exc}.") from exc
-            target, host = _pinned(url, addresses[0])
-            hostname = urlsplit(url).hostname or ""
-            extensions = {"sni_hostname": hostname} if url.startswith("https") else {}
+            target, host, extensions = pinned(url, addresses[0])
             try:
                 with client.stream("GET", target, headers={"Host": host, "Accept": "image/*"},
                                    extensions=extensions) as r:

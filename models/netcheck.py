@@ -7,7 +7,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 Resolver = Callable[[str, int], list[str]]
 
@@ -50,3 +51,15 @@ def check_url(url: str, *, allow_private: bool = False, resolve: Resolver = syst
             if not public(addr):
                 raise UrlRejected(f"{parts.hostname!r} resolves to {addr}, which is not a public address")
     return addresses
+
+
+def pinned(url: str, address: str) -> tuple[str, str, dict[str, Any]]:
+    """How to reach `url` at the very address that was checked, with no second DNS lookup to rebind: the URL with
+    its host replaced by the address, the Host header to send, and httpx's extensions (TLS still verifies and
+    sends the name: `sni_hostname`)."""
+    parts = urlsplit(url)
+    host = f"[{address}]" if ":" in address else address
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    host_header = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+    return target, host_header, {"sni_hostname": parts.hostname or ""} if parts.scheme == "https" else {}

@@ -14,10 +14,15 @@ from typing import Any
 
 import pytest
 
+from models.db import create_db_engine, create_session_factory
+from models.keys import new_key_string, store_key
+from models.migrate import upgrade
 from models.netcheck import UrlRejected, check_url
+from models.tables import WebhookDelivery, utcnow
 from models.webhooks import sign
 from ops.harness.stack import Stack
 from ops.harness.webhooks import WebhookReceiver as Receiver
+from worker.webhook_sender import WebhookSender
 
 
 def test_signatures_match_the_standard_webhooks_test_vector() -> None:
@@ -152,3 +157,44 @@ def _png() -> bytes:
     from ops.harness.images import sample_png
 
     return sample_png()
+
+
+def test_a_delivery_goes_to_the_address_it_checked_and_a_rebound_name_is_refused(tmp_path: Path,
+                                                                                   receiver: Receiver) -> None:
+    # Given a webhook whose name is resolved only by the sender's resolver: the first answer is the address the
+    # receiver listens on (taken as public here), every later one a private address (a DNS rebinding)
+    db = f"sqlite:///{tmp_path}/hooks.db"
+    upgrade(db)
+    engine = create_db_engine(db)
+    sessions = create_session_factory(engine)
+    with sessions() as s:
+        key = store_key(s, new_key_string(), name="hooks")
+        for i in (1, 2):
+            s.add(WebhookDelivery(id=f"wh_{i}", owner_id=key.id, resource_id=f"job_{i}", event="job.succeeded",
+                                  url=f"http://hooks.rebind.test:{receiver.port}/hook", next_attempt_at=utcnow()))
+        s.commit()
+    answers = [["127.0.0.1"], ["10.0.0.9"]]
+    asked: list[str] = []
+
+    def resolve(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return answers[min(len(asked), len(answers)) - 1]
+
+    sender = WebhookSender(sessions=sessions, payload=lambda _s, d: {"id": d.resource_id}, allow_private=False,
+                           resolve=resolve, public=lambda addr: addr == "127.0.0.1")
+    try:
+        # When the sender delivers both
+        sender.run_once()
+    finally:
+        sender.http.close()
+    # Then the first went to the address its check answered (one lookup, the name as the Host header)
+    assert len(receiver.requests) == 1 and receiver.requests[0]["headers"]["host"] == \
+        f"hooks.rebind.test:{receiver.port}"
+    with sessions() as s:
+        first, second = s.get(WebhookDelivery, "wh_1"), s.get(WebhookDelivery, "wh_2")
+        assert first is not None and second is not None
+        assert first.status == "delivered"
+        # and the second, whose name now answered a private address, was refused without a connection
+        assert second.status == "failed" and "10.0.0.9, which is not a public address" in (second.last_error or "")
+    assert asked == ["hooks.rebind.test", "hooks.rebind.test"]  # one lookup per delivery
+    engine.dispose()

@@ -10,6 +10,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +19,7 @@ import httpx
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.netcheck import UrlRejected, check_url
+from models.netcheck import Resolver, UrlRejected, check_url, is_public, pinned, system_resolver
 from models.tables import ApiKey, WebhookDelivery, utcnow
 from models.views import Payload
 from models.webhooks import sign
@@ -33,10 +34,12 @@ class WebhookSender:
 
     def __init__(self, *, sessions: sessionmaker[Session], payload: Payload, allow_private: bool,
                  max_attempts: int = 8, timeout_s: float = 5.0, every: float = 1.0,
-                 base_backoff_s: float = 5.0) -> None:
+                 base_backoff_s: float = 5.0, resolve: Resolver = system_resolver,
+                 public: Callable[[str], bool] = is_public) -> None:
         self.sessions, self.payload, self.allow_private = sessions, payload, allow_private
+        self.resolve, self.public = resolve, public
         self.max_attempts, self.timeout, self.every, self.base_backoff = max_attempts, timeout_s, every, base_backoff_s
-        self.http = httpx.Client(timeout=timeout_s, follow_redirects=False)
+        self.http = httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="svdq-webhooks", daemon=True)
 
@@ -54,16 +57,19 @@ class WebhookSender:
         key = session.get(ApiKey, d.owner_id)
         if body_obj is None or key is None or not key.webhook_secret:
             return "nothing to send (resource or signing secret missing)"
-        try:
-            check_url(d.url, allow_private=self.allow_private)  # again at delivery: DNS may have changed
+        try:  # again at delivery: DNS may have changed since the submit
+            addresses = check_url(d.url, allow_private=self.allow_private, resolve=self.resolve, public=self.public)
         except UrlRejected as exc:
             return f"refused: {exc}"
+        # and the POST goes to the address just checked: letting httpx resolve the name again would let it
+        # answer a private address this time (DNS rebinding)
+        target, host, extensions = pinned(d.url, addresses[0])
         body = json.dumps({"type": d.event, "timestamp": utcnow().isoformat(), "data": body_obj}).encode()
         ts = int(time.time())
-        headers = {"content-type": "application/json", "webhook-id": d.id, "webhook-timestamp": str(ts),
-                   "webhook-signature": sign(key.webhook_secret, d.id, ts, body)}
+        headers = {"host": host, "content-type": "application/json", "webhook-id": d.id,
+                   "webhook-timestamp": str(ts), "webhook-signature": sign(key.webhook_secret, d.id, ts, body)}
         try:
-            r = self.http.post(d.url, content=body, headers=headers)
+            r = self.http.post(target, content=body, headers=headers, extensions=extensions)
         except httpx.HTTPError as exc:
             return f"{exc.__class__.__name__}: {exc}"
         return None if 200 <= r.status_code < 300 else f"HTTP {r.status_code}"
