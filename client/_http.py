@@ -141,7 +141,11 @@ def upload_image(image: ImageArg) -> Op[Image]:
     if isinstance(image, bytes):
         data, name = image, "image"
     else:
-        data, name = Path(image).read_bytes(), Path(image).name
+        try:
+            data, name = Path(image).read_bytes(), Path(image).name
+        except OSError as exc:  # one line for the CLI, not a traceback
+            raise SvdqError(0, "image_unreadable", f"Cannot read the image {str(image)!r}: {exc.strerror or exc}; "
+                            "give the path of a PNG, JPEG or WebP file.") from exc
     return Image.model_validate((yield Call("POST", "/v1/images", files={"image": (name, data)})))
 
 

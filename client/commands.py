@@ -23,10 +23,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELED, EXIT_REFUSED, EXIT_UNREACHABLE 
 EXIT_CODES_HELP = """exit codes (submit --wait, wait, sweep --wait and every other command):
   0  done: the job or sweep succeeded, or the command did what it says
   1  the job or sweep ended failed            stderr: error: <code>: <message>
-  2  the command line is wrong
+  2  the command line is wrong (an image file it cannot read, no API key)
+                                              stderr: error: <code>: <message>
   3  the job or sweep ended canceled          stderr: error: <code>: <message>
   4  the API refused the request (4xx)        stderr: error: <code>: <message>
   5  the API could not be reached or failed (5xx, connection; worth retrying later)"""
+# what the SDK itself refuses before any request: the command line (or the environment) is wrong
+USAGE_CODES = frozenset({"no_api_key", "no_image", "image_unreadable"})
 ENDINGS = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "canceled": EXIT_CANCELED}
 
 
@@ -51,6 +54,8 @@ def guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
             print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
             for d in exc.details:
                 print(f"  {d.get('field')}: {d.get('message')}" if isinstance(d, dict) else f"  {d}", file=sys.stderr)
+            if exc.code in USAGE_CODES:
+                return EXIT_USAGE
             return EXIT_UNREACHABLE if exc.status >= 500 else EXIT_REFUSED
         except httpx.TransportError as exc:
             print(f"error: unreachable: {type(exc).__name__}: {exc}; is the API running at SVDQ_API_URL?",

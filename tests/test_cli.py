@@ -110,6 +110,19 @@ def test_an_unreachable_api_exits_5(monkeypatch: pytest.MonkeyPatch, capsys: pyt
     assert "error: unreachable: " in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("what", ["missing", "directory"])
+def test_an_image_file_it_cannot_read_is_one_error_line_and_exit_2(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], what: str) -> None:
+    # the request never leaves: an unreachable API behind the client proves nothing was sent
+    monkeypatch.setattr(commands, "_client", lambda: Client(f"http://127.0.0.1:{free_port()}", "k", retries=0))
+    path = tmp_path / "nope.png" if what == "missing" else tmp_path
+    assert main(["submit", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"error: image_unreadable: Cannot read the image {str(path)!r}: "
+                                f"{'No such file or directory' if what == 'missing' else 'Is a directory'}; "
+                                "give the path of a PNG, JPEG or WebP file."]
+
+
 def test_the_help_lists_the_exit_codes() -> None:
     text = build_parser().format_help()
     assert "3  the job or sweep ended canceled" in text and "4  the API refused" in text
