@@ -160,12 +160,22 @@ def cmd_workers(args: argparse.Namespace) -> int:
     return sup.run(lambda: stop)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("svdq")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from client.commands import EXIT_CODES_HELP
     from client.key_commands import add_key_commands
 
     p = argparse.ArgumentParser(prog="svdq", description="Stable Video Diffusion as a job service.",
                                 epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"svdq {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     db = sub.add_parser("db", help="database migrations").add_subparsers(dest="db_command", required=True)

@@ -123,6 +123,23 @@ def test_an_image_file_it_cannot_read_is_one_error_line_and_exit_2(
                                 "give the path of a PNG, JPEG or WebP file."]
 
 
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"svdq {version('svdq')}"
+
+
+def test_the_sdk_ships_its_type_information() -> None:
+    import tomllib
+    from importlib.resources import files
+
+    assert files("client").joinpath("py.typed").is_file()
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "py.typed" in package_data["client"]
+
+
 def test_the_help_lists_the_exit_codes() -> None:
     text = build_parser().format_help()
     assert "3  the job or sweep ended canceled" in text and "4  the API refused" in text
