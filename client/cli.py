@@ -88,6 +88,12 @@ def cmd_flower(args: argparse.Namespace) -> int:
     return int(rc or 0)
 
 
+def dev_public_url(host: str, port: int) -> str:
+    """How `svdq dev`'s API is reached from this machine (a wildcard bind is reached on loopback)."""
+    host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from client.procs import Supervisor, free_port, redis_server_cmd, wait_for_port
     from models.migrate import upgrade
@@ -115,6 +121,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         if not settings.bootstrap_api_key:
             env["SVDQ_BOOTSTRAP_API_KEY"] = "svdq_dev_" + secrets.token_urlsafe(16)
         env.setdefault("SVDQ_LOG_FORMAT", "text")  # a person reads these; api/worker default to JSON
+        # webhook payloads name API-served results by this URL: the port this API listens on, unless set
+        env.setdefault("SVDQ_PUBLIC_URL", dev_public_url(args.host, args.port))
         me = [sys.executable, "-m", "client.cli"]
         flower_port = args.flower_port or free_port()
         sup.start("api", [*me, "api", "--port", str(args.port), "--host", args.host], env)
