@@ -113,7 +113,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     try:
         if not settings.redis_url:
             rport = free_port()
-            sup.start("redis", redis_server_cmd(rport))
+            sup.start("redis", redis_server_cmd(rport), underneath=True)
             if not wait_for_port(rport, 10):
                 raise RuntimeError("the private redis-server did not start")
             env["SVDQ_REDIS_URL"] = f"redis://127.0.0.1:{rport}/0"

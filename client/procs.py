@@ -45,13 +45,18 @@ def redis_server_cmd(port: int) -> list[str]:
 class Supervisor:
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
+    underneath: set[str] = field(default_factory=set)  # what the others need until they are gone (redis)
+
     def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None, *,
-              tied: bool = False) -> subprocess.Popen[bytes]:
-        """tied: the child gets SIGTERM when this process dies, even by SIGKILL (see die_with_parent)."""
+              tied: bool = False, underneath: bool = False) -> subprocess.Popen[bytes]:
+        """tied: the child gets SIGTERM when this process dies, even by SIGKILL (see die_with_parent).
+        underneath: the others depend on it, so stop() stops it only once they have exited."""
         # own process group, so a Ctrl-C in the terminal reaches us first and we stop children in order
         proc = subprocess.Popen(cmd, env=env, start_new_session=True,
                                 preexec_fn=die_with_parent if tied else None)
         self.procs.append((name, proc))
+        if underneath:
+            self.underneath.add(name)
         return proc
 
     def restart(self, name: str, cmd: list[str], env: dict[str, str] | None = None, *,
@@ -70,7 +75,9 @@ class Supervisor:
         return None
 
     def stop(self, grace: float = 15.0) -> None:
-        stop_groups([proc for _, proc in reversed(self.procs)], grace)
+        """The others first (a worker hands back its job and acks through Redis), then what they stood on."""
+        stop_groups([proc for name, proc in reversed(self.procs) if name not in self.underneath], grace)
+        stop_groups([proc for name, proc in reversed(self.procs) if name in self.underneath], grace)
 
 
 def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

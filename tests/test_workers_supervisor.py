@@ -193,3 +193,40 @@ def test_a_restart_storm_gives_up_on_that_gpu_loudly(fake: tuple[Path, dict[str,
     assert sup.children["0"].given_up and sup.children["0"].backoff_s == pytest.approx(0.08)
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("RESTART STORM" in m and "exited 4 times" in m for m in errors)
+
+
+# a child that writes "<name> term <time>" on SIGTERM, then takes `linger` seconds to exit (as a worker hands
+# back its job), and "<name> exit <time>" as it goes
+LINGERING = """
+import signal, sys, time
+name, linger, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+def term(*_):
+    open(out, "a").write(f"{name} term {time.time()}\\n")
+    time.sleep(linger)
+    open(out, "a").write(f"{name} exit {time.time()}\\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+open(out, "a").write(f"{name} up\\n")
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_svdq_dev_stops_redis_only_after_the_processes_that_use_it(tmp_path: Path) -> None:
+    from client.procs import Supervisor
+
+    script, out = tmp_path / "child.py", tmp_path / "events.txt"
+    script.write_text(LINGERING)
+    sup = Supervisor()
+    sup.start("redis", [sys.executable, str(script), "redis", "0", str(out)], underneath=True)
+    sup.start("api", [sys.executable, str(script), "api", "0.2", str(out)])
+    sup.start("worker", [sys.executable, str(script), "worker", "0.6", str(out)])
+    deadline = time.monotonic() + 20
+    while (not out.exists() or out.read_text().count(" up") < 3) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sup.stop(grace=10)
+    events = {" ".join(parts[:2]): float(parts[2]) for parts in (line.split() for line in out.read_text().splitlines())
+              if len(parts) == 3}
+    # the worker and the API were told at once; Redis only once both had exited
+    assert abs(events["worker term"] - events["api term"]) < 0.5
+    assert events["redis term"] >= max(events["worker exit"], events["api exit"])
