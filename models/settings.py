@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     db_retry_s: float = 300.0  # a finished render retries its status write this long through a DB outage
     shutdown_grace_s: float = 60.0  # on SIGTERM, the running render gets this long before it is handed back
     worker_metrics_port: int = 9101  # the worker's Prometheus exporter (`svdq worker --metrics-port`); 0: off
+    # the address it binds; unset: loopback in dev (nothing else on the network reads it), every interface in prod
+    worker_metrics_host: str | None = None
+
+    def metrics_bind_host(self) -> str:
+        if self.worker_metrics_host:
+            return self.worker_metrics_host
+        return "127.0.0.1" if self.env == "dev" else "0.0.0.0"
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_outside_dev(self) -> Settings:

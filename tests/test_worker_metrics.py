@@ -7,6 +7,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -105,3 +106,26 @@ def test_port_zero_turns_the_exporter_off_and_a_taken_port_leaves_the_worker_run
     assert value(samples, "svdq_worker_model_load_seconds", model="tiny") == 1.5
     assert value(samples, "svdq_worker_renders_total", model="tiny") == 0
     exporter.stop()
+
+
+@pytest.mark.parametrize(("env", "host", "bound"), [("dev", None, "127.0.0.1"), ("prod", None, "0.0.0.0"),
+                                                    ("dev", "0.0.0.0", "0.0.0.0"), ("prod", "127.0.0.1", "127.0.0.1")])
+def test_the_exporter_binds_loopback_in_dev_and_every_interface_in_prod(env: str, host: str | None,
+                                                                        bound: str) -> None:
+    from models.settings import Settings
+    from worker.process import worker_services
+
+    settings = Settings(_env_file=None, env=env, worker_metrics_host=host, bootstrap_api_key="svdq_x" * 6,
+                        redis_url="redis://127.0.0.1:1/0")
+    assert settings.metrics_bind_host() == bound
+
+    # what worker_services reads of a loaded worker, without loading a pipeline
+    ctx = SimpleNamespace(settings=settings, metrics=WorkerMetrics("tiny"), sessions=None, store=None, signals=None,
+                          spec=SimpleNamespace(name="tiny"), name="tiny-w1", presence=lambda: {})
+    exporter = next(s for s in worker_services(ctx, metrics_port=free_port())  # type: ignore[arg-type]
+                    if isinstance(s, MetricsExporter))
+    exporter.start()
+    try:
+        assert exporter.serving and exporter.server.server_address[0] == bound
+    finally:
+        exporter.stop()

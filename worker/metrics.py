@@ -62,7 +62,7 @@ class MetricsExporter:
 
     name = "metrics exporter"
 
-    def __init__(self, metrics: WorkerMetrics, port: int, host: str = "0.0.0.0") -> None:
+    def __init__(self, metrics: WorkerMetrics, port: int, host: str = "127.0.0.1") -> None:
         self.metrics, self.port, self.host = metrics, port, host
         self.server: Any = None
 

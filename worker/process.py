@@ -89,7 +89,7 @@ def worker_services(ctx: WorkerContext, *, metrics_port: int) -> list[Service]:
     side = create_celery(settings)
     side_fx = Effects(signals=ctx.signals, enqueue=make_enqueue(side), enqueue_grid=make_grid_enqueue(side))
     return [
-        MetricsExporter(ctx.metrics, metrics_port),
+        MetricsExporter(ctx.metrics, metrics_port, host=settings.metrics_bind_host()),
         Heartbeat(redis.Redis.from_url(settings.redis_url or ""), ctx.spec.name, ctx.name, ctx.presence()),
         Maintenance(sessions=ctx.sessions, fx=side_fx, max_attempts=settings.max_attempts,
                     interval_s=settings.maintenance_interval_s, reconcile_after_s=settings.reconcile_after_s),
