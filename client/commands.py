@@ -218,10 +218,16 @@ def _export_wandb(rest: list[str]) -> int:
     a = p.parse_args(rest)
     import os
 
-    from client.wandb_export import export_from_api
+    from client.wandb_export import ExportError, export_from_api
 
-    runs = export_from_api(os.environ.get("SVDQ_API_URL", "http://127.0.0.1:8000"),
-                           os.environ.get("SVDQ_API_KEY", ""), a.sweep_id, project=a.project, entity=a.entity)
+    try:
+        runs = export_from_api(os.environ.get("SVDQ_API_URL", "http://127.0.0.1:8000"),
+                               os.environ.get("SVDQ_API_KEY", ""), a.sweep_id, project=a.project, entity=a.entity)
+    except ExportError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        if exc.code == "wandb_missing":
+            return EXIT_USAGE
+        return EXIT_UNREACHABLE if exc.status >= 500 else EXIT_REFUSED
     print("\n".join(runs))
     return EXIT_OK
 

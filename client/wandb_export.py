@@ -22,11 +22,20 @@ MISSING_WANDB = "Exporting to Weights & Biases needs the wandb package: pip inst
 UNFINISHED = {"queued", "running"}
 
 
+class ExportError(RuntimeError):
+    """Why an export cannot be made: `code` names it (the CLI prints `error: <code>: <message>`); `status` is the
+    API's HTTP status when it answered with an error, else 0."""
+
+    def __init__(self, code: str, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
 def _import_wandb() -> Any:
     try:
         return importlib.import_module("wandb")
     except ImportError as exc:
-        raise RuntimeError(MISSING_WANDB) from exc
+        raise ExportError("wandb_missing", MISSING_WANDB) from exc
 
 
 def _reinit_arg(wandb: Any) -> Any:
@@ -81,7 +90,8 @@ def export_sweep(sweep: dict[str, Any], jobs: list[dict[str, Any]], fetch_video:
     reinit = _reinit_arg(wandb)
     axes: dict[str, list[Any]] = dict(sweep.get("axes") or {})
     if not axes:
-        raise ValueError(f"sweep {sweep.get('id')!r} has no axes; there is nothing to split into runs")
+        raise ExportError("sweep_has_no_axes", f"sweep {sweep.get('id')!r} has no axes; there is nothing to split "
+                          "into runs")
     combos = combinations(axes)
     cells = _cells(sweep, jobs, combos)
     images: list[str] = list(sweep.get("images") or [])
@@ -134,7 +144,7 @@ def same_origin(url: str, api_url: str) -> bool:
 def _get(client: httpx.Client, url: str, **params: Any) -> httpx.Response:
     r = client.get(url, params={k: v for k, v in params.items() if v is not None})
     if r.status_code != 200:
-        raise RuntimeError(f"GET {url} answered {r.status_code}: {r.text[:300]}")
+        raise ExportError("api_error", f"GET {url} answered {r.status_code}: {r.text[:300]}", r.status_code)
     return r
 
 
@@ -151,7 +161,8 @@ def export_from_api(api_url: str, api_key: str, sweep_id: str, *, project: str, 
             httpx.Client(timeout=timeout, transport=transport, follow_redirects=True) as plain:
         sweep: dict[str, Any] = _get(api, f"{base}/v1/sweeps/{sweep_id}").json()
         if sweep.get("status") in UNFINISHED:
-            raise RuntimeError(f"sweep {sweep_id} is {sweep['status']}; export it once it has ended")
+            raise ExportError("sweep_not_ended", f"sweep {sweep_id} is {sweep['status']}; export it once it has "
+                              "ended")
         jobs: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:

@@ -123,6 +123,27 @@ def test_an_image_file_it_cannot_read_is_one_error_line_and_exit_2(
                                 "give the path of a PNG, JPEG or WebP file."]
 
 
+def test_export_wandb_of_an_unknown_sweep_is_one_error_line_and_exit_4(sqlite_stack: Stack) -> None:
+    r = svdq(sqlite_stack, "sweep", "export-wandb", "sw_nope", "--project", "p", timeout=120)
+    assert r.returncode == 4, r.stderr
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("error: api_error: GET ") and " 404: " in r.stderr
+
+
+@pytest.mark.parametrize(("code", "status", "exit_code"), [("wandb_missing", 0, 2), ("sweep_not_ended", 0, 4),
+                                                            ("api_error", 503, 5)])
+def test_export_wandb_failures_are_one_error_line_with_their_exit_code(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], code: str, status: int,
+        exit_code: int) -> None:
+    from client import wandb_export
+
+    def refuse(*_: object, **__: object) -> list[str]:
+        raise wandb_export.ExportError(code, "why it cannot be exported", status)
+
+    monkeypatch.setattr(wandb_export, "export_from_api", refuse)
+    assert main(["sweep", "export-wandb", "sw_x", "--project", "p"]) == exit_code
+    assert capsys.readouterr().err.splitlines() == [f"error: {code}: why it cannot be exported"]
+
+
 def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
     from importlib.metadata import version
 
