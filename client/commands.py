@@ -153,7 +153,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         with ProgressView(args.quiet) as view:
             job = c.wait(job, on_progress=view.job)
         if args.output and job.status == "succeeded":
-            c.download(job, args.output)
+            path = c.download(job, args.output)
+            if not args.quiet:  # stdout keeps only the answer
+                print(f"wrote {path} ({job.result.bytes if job.result else 0} bytes)", file=sys.stderr)
         return _end(job, args.json)
 
 

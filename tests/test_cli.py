@@ -44,6 +44,7 @@ def test_submit_wait_and_download_from_the_command_line(sqlite_stack: Stack, tmp
     job = json.loads(r.stdout)
     assert job["status"] == "succeeded" and job["params"]["seed"] == 3
     assert frames_of(out) == (5, (128, 64))
+    assert f"wrote {out} ({out.stat().st_size} bytes)" in r.stderr.splitlines()
     # off a terminal, progress is one plain line per change on stderr, rising to the last step
     steps = [int(m) for m in re.findall(rf"^{job['id']} (\d+)/3 ", r.stderr, re.M)]
     assert len(steps) >= 3 and steps == sorted(steps) and steps[-1] == 3, r.stderr
