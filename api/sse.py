@@ -2,7 +2,14 @@
 
 Live progress arrives on Redis pub/sub; status changes are re-read from the database, which is the truth.
 If pub/sub is silent the stream re-reads the row every few seconds, so a lost Redis message delays an
-event, never loses the end of the stream."""
+event, never loses the end of the stream.
+
+By the Server-Sent Events standard: every event has an `id:` naming the job state it carries (attempt, status,
+step, stage), the first one also `retry:` (how long a client waits before reconnecting), and a comment line
+keeps an idle connection open every KEEPALIVE_S. A client that reconnects with `Last-Event-ID` gets the job as
+it is now, unless that is the state it last saw: then the stream waits for the next change, and for a job that
+has ended it answers 204 (which tells an EventSource to stop reconnecting). Each event is the whole job, so a
+resumed stream never misses the end or the latest state; the progress steps in between are not replayed."""
 
 from __future__ import annotations
 
@@ -17,14 +24,27 @@ from models.status import TERMINAL
 
 REREAD_S = 3.0
 KEEPALIVE_S = 15.0
+RETRY_MS = 2000
 
 
-def sse(view: Job) -> bytes:
-    return b"data: " + view.model_dump_json().encode() + b"\n\n"
+def event_id(view: Job) -> str:
+    """The job state an event carries: the same state always has the same id, and any change gives a new one."""
+    return f"{view.attempts}.{view.status}.{view.progress.step}.{view.progress.stage or ''}"
+
+
+def sse(view: Job, *, retry: bool = False) -> bytes:
+    head = f"retry: {RETRY_MS}\n" if retry else ""
+    return f"{head}id: {event_id(view)}\ndata: ".encode() + view.model_dump_json().encode() + b"\n\n"
+
+
+def already_seen_end(view: Job, last_event_id: str | None) -> bool:
+    """A reconnect after the last event of an ended job: nothing more will come (the route answers 204)."""
+    return view.status in TERMINAL and last_event_id == event_id(view)
 
 
 async def job_event_stream(aredis: Any, job_id: str, load_view: Callable[[], Awaitable[Job]],
-                           is_disconnected: Callable[[], Any]) -> AsyncIterator[bytes]:
+                           is_disconnected: Callable[[], Any],
+                           last_event_id: str | None = None) -> AsyncIterator[bytes]:
     pubsub = aredis.pubsub()
     subscribed = False
     try:
@@ -34,7 +54,10 @@ async def job_event_stream(aredis: Any, job_id: str, load_view: Callable[[], Awa
         except Exception:  # noqa: BLE001,S110 - without Redis the stream falls back to re-reading the row
             pass
         view = await load_view()
-        yield sse(view)
+        if last_event_id == event_id(view):  # a resume: the client has this state already
+            yield f"retry: {RETRY_MS}\n\n".encode()
+        else:
+            yield sse(view, retry=True)
         last_sent, last_read = time.monotonic(), time.monotonic()
         while view.status not in TERMINAL:
             if await is_disconnected():

@@ -168,3 +168,63 @@ def test_a_rerun_reproduces_the_same_video_bytes_and_a_repeat_reuses_the_result(
 def test_events_for_an_unknown_job_are_404(sqlite_stack: Stack) -> None:
     r = sqlite_stack.client.get("/v1/jobs/job_nope/events", headers=sqlite_stack.headers)
     assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found")
+
+
+def raw_events(stack: Stack, job_id: str, last_event_id: str | None = None) -> tuple[int, list[dict[str, str]]]:
+    """The stream's answer status and its events as field -> value (comments dropped)."""
+    headers = {**stack.headers, **({"Last-Event-ID": last_event_id} if last_event_id else {})}
+    out: list[dict[str, str]] = []
+    with stack.client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as r:
+        event: dict[str, str] = {}
+        for line in r.iter_lines():
+            if not line:
+                if event:
+                    out.append(event)
+                event = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                event[name] = value
+        return r.status_code, out
+
+
+def test_events_carry_ids_and_a_retry_and_a_resume_after_the_end_is_204(sqlite_stack: Stack) -> None:
+    s = sqlite_stack
+    job = s.submit(s.upload()["id"], params={"num_inference_steps": 2, "num_frames": 2}, reuse=False)
+    status, evs = raw_events(s, job["id"])
+    assert status == 200 and evs[0]["retry"].isdigit()
+    data = [e for e in evs if "data" in e]
+    assert all(e["id"] for e in data) and len({e["id"] for e in data}) == len(data)  # one id per state
+    last = json.loads(data[-1]["data"])
+    assert last["status"] == "succeeded"
+    # a client that saw the end and reconnects is told there is nothing more (an EventSource then stops)
+    status, evs = raw_events(s, job["id"], last_event_id=data[-1]["id"])
+    assert (status, evs) == (204, [])
+    # one that saw an earlier state gets the job as it is now, the end
+    status, evs = raw_events(s, job["id"], last_event_id=data[0]["id"])
+    assert status == 200 and [json.loads(e["data"])["status"] for e in evs if "data" in e] == ["succeeded"]
+
+
+def test_a_resumed_stream_waits_for_the_next_change_instead_of_repeating_the_last(sqlite_stack: Stack) -> None:
+    s = sqlite_stack
+    job = s.submit(s.upload()["id"], model="svd")  # no worker here takes svd jobs: it stays queued
+    _, first = raw_events_until_first(s, job["id"])
+    with ThreadPoolExecutor(1) as pool:
+        later = pool.submit(lambda: (time.sleep(0.5), s.client.post(f"/v1/jobs/{job['id']}/cancel",
+                                                                     headers=s.headers)))
+        status, evs = raw_events(s, job["id"], last_event_id=first["id"])
+        assert later.result()[1].status_code == 200
+    assert status == 200 and "retry" in evs[0] and "data" not in evs[0]
+    assert [json.loads(e["data"])["status"] for e in evs if "data" in e] == ["canceled"]
+
+
+def raw_events_until_first(stack: Stack, job_id: str) -> tuple[int, dict[str, str]]:
+    """The first event of a stream that would run on (a queued job), then the stream is closed."""
+    with stack.client.stream("GET", f"/v1/jobs/{job_id}/events", headers=stack.headers) as r:
+        event: dict[str, str] = {}
+        for line in r.iter_lines():
+            if not line and event:
+                return r.status_code, event
+            if line and not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                event[name] = value
+    raise AssertionError("the stream ended before its first event")

@@ -25,7 +25,7 @@ from api.openapi import (
 )
 from api.reads import CURSOR_PATTERN, read_job, read_jobs_page
 from api.services import jobs
-from api.sse import job_event_stream
+from api.sse import already_seen_end, job_event_stream
 from models import schemas
 from models.status import JobStatus
 from models.tables import WebhookDelivery
@@ -33,6 +33,9 @@ from models.views import delivery_view, job_view_now
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
+LastEventId = Annotated[str | None, Header(
+    alias="Last-Event-ID", max_length=200, description="The `id` of the last event a reconnecting client saw: "
+    "the stream resumes after it (Server-Sent Events).")]
 IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=255, pattern=PRINTABLE_HEADER,
     description="Any unique string: a retried create with the same key and body returns the first result (200).")]
@@ -102,13 +105,19 @@ def rerun_job(job_id: str, state: StateDep, session: SessionDep, key: CurrentKey
 
 
 @router.get("/{job_id}/events", name="job_events", response_class=StreamingResponse, responses={
-    200: sse_answer("Job", "One `data:` job object per change, ending after a terminal status."), **failures(404)})
-async def job_events(job_id: str, request: Request, caller: CallerDep) -> StreamingResponse:
+    200: sse_answer("Job", "One `data:` job object per change, ending after a terminal status; each event's `id` "
+                    "names the job state it carries."),
+    204: {"description": "Sent Last-Event-ID names the end of this (ended) job's stream: nothing more will come."},
+    **failures(404)})
+async def job_events(job_id: str, request: Request, caller: CallerDep,
+                     last_event_id: LastEventId = None) -> Response:
     async def load_view() -> schemas.Job:
         return await read_job(caller.state, caller.key, job_id, caller.base_url)
 
-    await load_view()  # 404 before the stream starts
-    return StreamingResponse(job_event_stream(caller.state.aredis, job_id, load_view, request.is_disconnected),
+    if already_seen_end(await load_view(), last_event_id):  # (and a 404 before any stream starts)
+        return Response(status_code=204)
+    return StreamingResponse(job_event_stream(caller.state.aredis, job_id, load_view, request.is_disconnected,
+                                              last_event_id),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
