@@ -30,7 +30,6 @@ ProgressCallback = Callable[[Job], None]
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # a dropped or refused connection, a timeout: worth another try; a malformed URL or request is not
 RETRY_ERRORS = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
-STREAM_TIMEOUT = httpx.Timeout(30, read=60)  # the event stream sends a keepalive every 15 s
 
 
 class SvdqError(Exception):
@@ -253,12 +252,9 @@ class Watch:
         self.check_deadline()
         return None
 
-    def line(self, line: str) -> Job | None:
-        """One line of the event stream: a `data:` line carries a job object; others keep it alive."""
-        if line.startswith("data:"):
-            return self.see(Job.model_validate_json(line[5:]))
-        self.check_deadline()
-        return None
+    def event(self, data: str) -> Job | None:
+        """One event of the stream: its data is a job object."""
+        return self.see(Job.model_validate_json(data))
 
     def check_deadline(self) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from httpx_sse import SSEError, aconnect_sse
 
 from client import _http as ops
+from client._events import Resume
 from client._http import Call, ImageArg, JobRef, Op, ProgressCallback, RetryPolicy, SvdqError, Watch
 from client.types import Image, Job, Model, Page, Sweep
 
@@ -99,15 +101,22 @@ class AsyncClient:
 
     async def wait(self, job: JobRef, *, on_progress: ProgressCallback | None = None,
                    timeout: float | None = None, poll_s: float = 0.5) -> Job:
-        watch = Watch(ops.job_id(job), on_progress, timeout)
-        try:
-            async with self.http.stream("GET", watch.events_path, timeout=ops.STREAM_TIMEOUT) as r:
-                if r.status_code == 200:
-                    async for line in r.aiter_lines():
-                        if (done := watch.line(line)) is not None:
+        watch, resume = Watch(ops.job_id(job), on_progress, timeout), Resume()
+        while True:
+            try:
+                async with aconnect_sse(self.http, "GET", watch.events_path, headers=resume.headers(),
+                                        timeout=resume.timeout(watch.deadline)) as es:
+                    if es.response.status_code != 200:  # 204: it ended with the last event seen; else: poll
+                        break
+                    async for event in es.aiter_sse():
+                        resume.heard(event)
+                        if event.data and (done := watch.event(event.data)) is not None:
                             return done
-        except httpx.TransportError:
-            pass
+            except (httpx.TransportError, SSEError):
+                watch.check_deadline()
+            if not resume.broke():
+                break
+            await asyncio.sleep(resume.retry_s)
         while (done := watch.see(await self.get(watch.job_id))) is None:
             await asyncio.sleep(poll_s)
         return done

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from httpx_sse import SSEError, connect_sse
 
 from client import _http as ops
+from client._events import Resume
 from client._http import Call, ImageArg, JobRef, Op, ProgressCallback, RetryPolicy, SvdqError, Watch
 from client.types import Image, Job, Model, Page, Sweep
 
@@ -106,15 +108,22 @@ class Client:
              poll_s: float = 0.5) -> Job:
         """Follows the job's event stream to its end, calling `on_progress` on each change; polls when
         the stream cannot be had or breaks off."""
-        watch = Watch(ops.job_id(job), on_progress, timeout)
-        try:
-            with self.http.stream("GET", watch.events_path, timeout=ops.STREAM_TIMEOUT) as r:
-                if r.status_code == 200:
-                    for line in r.iter_lines():
-                        if (done := watch.line(line)) is not None:
+        watch, resume = Watch(ops.job_id(job), on_progress, timeout), Resume()
+        while True:
+            try:
+                with connect_sse(self.http, "GET", watch.events_path, headers=resume.headers(),
+                                 timeout=resume.timeout(watch.deadline)) as es:
+                    if es.response.status_code != 200:  # 204: it ended with the last event seen; else: poll
+                        break
+                    for event in es.iter_sse():
+                        resume.heard(event)
+                        if event.data and (done := watch.event(event.data)) is not None:
                             return done
-        except httpx.TransportError:
-            pass
+            except (httpx.TransportError, SSEError):
+                watch.check_deadline()
+            if not resume.broke():
+                break
+            time.sleep(resume.retry_s)
         while (done := watch.see(self.get(watch.job_id))) is None:
             time.sleep(poll_s)
         return done

@@ -7,6 +7,7 @@ import email.utils
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,44 @@ def test_wait_falls_back_to_polling_when_the_event_stream_is_unreachable(sqlite_
     # polling repeats the same snapshot many times; the callback hears each change once
     keys = [(j.status, j.progress.stage, j.progress.step, j.queue_position) for j in seen]
     assert len(keys) == len(set(keys)) and seen[-1].status == "succeeded"
+
+
+def test_wait_resumes_a_broken_event_stream_with_last_event_id(sqlite_stack: Stack) -> None:
+    # Given an event stream that breaks off after its first event, the first time it is opened
+    asked: list[str | None] = []
+
+    class Breaks(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            response = super().handle_request(request)
+            if not request.url.path.endswith("/events"):
+                return response
+            asked.append(request.headers.get("last-event-id"))
+            if len(asked) > 1:
+                return response
+            upstream = response.stream
+
+            class FirstEventOnly(httpx.SyncByteStream):
+                def __iter__(self) -> Iterator[bytes]:
+                    buf = b""
+                    for chunk in upstream:
+                        buf += chunk
+                        if b"\n\n" in buf:
+                            yield buf[:buf.index(b"\n\n") + 2]
+                            raise httpx.ReadError("the connection dropped")
+
+                def close(self) -> None:
+                    upstream.close()  # type: ignore[attr-defined]
+
+            return httpx.Response(response.status_code, headers=response.headers, stream=FirstEventOnly(),
+                                  request=request)
+
+    seen: list[Job] = []
+    with Client(sqlite_stack.serve(), API_KEY, transport=Breaks()) as c:
+        job = c.submit(unique_png(), num_inference_steps=3, num_frames=3, reuse=False)
+        done = c.wait(job.id, on_progress=seen.append, timeout=120)
+    # Then the client connected again, naming the last event it had, and followed the job to its end
+    assert done.status == "succeeded" and seen[-1].status == "succeeded"
+    assert asked[0] is None and len(asked) >= 2 and asked[1] and asked[1].count(".") == 3
 
 
 def test_a_canceled_job_ends_canceled_and_has_no_video(sqlite_stack: Stack, tmp_path: Path) -> None:
