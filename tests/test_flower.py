@@ -3,6 +3,7 @@ and the render task by job id and model; outside dev it will not start without r
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -124,3 +126,17 @@ def test_flower_outside_dev_refuses_to_start_without_real_credentials_and_says_w
 def test_a_worker_pinned_to_a_gpu_is_named_by_model_gpu_and_pid() -> None:
     assert worker_name("svd-xt", "cuda", "1", 4242, "box") == "svd-xt-gpu1-w4242@box"
     assert worker_name("tiny", "cuda:0", None, 7, "box") == "tiny-cuda0-w7@box"
+
+
+def test_celery_inspect_reaches_the_running_fleet_through_an_importable_app(sqlite_stack: Stack) -> None:
+    # Given the tests' stack with its tiny worker, and only the settings an operator's shell has
+    env = {**os.environ, "SVDQ_REDIS_URL": sqlite_stack.redis_url}
+    celery_cli = Path(sys.executable).with_name("celery")
+    # When an operator asks Celery's own command line who is there
+    r = subprocess.run([str(celery_cli), "-A", "models.celery_app", "inspect", "ping", "--timeout", "10", "--json"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    # Then every worker answers
+    assert r.returncode == 0, r.stdout + r.stderr
+    answers = json.loads(r.stdout)
+    assert answers and all(a == {"ok": "pong"} for a in answers.values())
+    assert any(name.startswith("tiny-") for name in answers), answers
