@@ -110,10 +110,15 @@ def test_port_zero_turns_the_exporter_off_and_a_taken_port_leaves_the_worker_run
 
 @pytest.mark.parametrize(("env", "host", "bound"), [("dev", None, "127.0.0.1"), ("prod", None, "0.0.0.0"),
                                                     ("dev", "0.0.0.0", "0.0.0.0"), ("prod", "127.0.0.1", "127.0.0.1")])
-def test_the_exporter_binds_loopback_in_dev_and_every_interface_in_prod(env: str, host: str | None,
-                                                                        bound: str) -> None:
+def test_the_exporter_binds_loopback_in_dev_and_every_interface_in_prod(env: str, host: str | None, bound: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
     from models.settings import Settings
     from worker.process import worker_services
+
+    for name in [n for n in os.environ if n.startswith(("SVDQ_", "AWS_"))]:  # other tests' placeholder secrets
+        monkeypatch.delenv(name)
 
     settings = Settings(_env_file=None, env=env, worker_metrics_host=host, bootstrap_api_key="svdq_x" * 6,
                         redis_url="redis://127.0.0.1:1/0")
