@@ -8,9 +8,7 @@ import argparse
 import datetime as dt
 import json
 import os
-import secrets
 import signal
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
@@ -23,11 +21,11 @@ from ops.bench.fleet.probes import Probe
 from ops.bench.fleet.report import loadavg, render
 from ops.bench.fleet.size import measure
 from ops.bench.lifecycle.report import versions
-from ops.harness.databases import ScratchDatabase, end_run
+from ops.harness.databases import ScratchDatabase
 from ops.harness.images import sample_png
 from ops.harness.machine import machine
-from ops.harness.processes import Processes, no_interrupts, tail
-from ops.harness.stack import Stack, start_stack
+from ops.harness.runs import run_on_private_stack
+from ops.harness.stack import Stack
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -107,18 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     when = dt.datetime.now(dt.UTC)
     load = {"start": loadavg()}
-    tmp = Path(tempfile.mkdtemp(prefix="svdq-fleet-"))
-    procs = Processes(tmp)
-    db = ScratchDatabase(PG_ADMIN_URL, "svdq_bench")
-    stack: Stack | None = None
-    ok = False
-    try:
-        db.create()
-        log(f"created database {db.name}; migrating")
-        stack = start_stack(tmp, procs, database_url=db.url, cache_dir=tmp / "models",
-                            api_key="svdq_bench_" + secrets.token_urlsafe(24), api_timeout=90,
-                            **cast(dict[str, Any], stack_settings(opt)))
-        log(f"API ready at {stack.url}, redis at {stack.redis_url}")
+
+    def run(stack: Stack, db: ScratchDatabase) -> None:
         rows = sweep(stack, db, opt)
         load["end"] = loadavg()
         where = machine()
@@ -128,19 +116,6 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps({"date": when.isoformat(), "machine": where, "versions": vers,
                                              "load_average": load, "options": asdict(opt), "database": db.name,
                                              "sizes": rows}, indent=2, default=str) + "\n")
-        ok = True
-        return 0
-    except KeyboardInterrupt:
-        log("interrupted; cleaning up")
-        return 130
-    except Exception as exc:  # noqa: BLE001 - any failure: report it, then clean up
-        log(f"failed: {exc.__class__.__name__}: {exc}")
-        if (tmp / "api.log").exists():
-            log(f"--- api log tail ---\n{tail(tmp / 'api.log')}")
-        return 1
-    finally:
-        with no_interrupts():
-            procs.stop_all()
-            if stack is not None:
-                stack.client.close()
-            end_run(db, tmp, keep_logs=args.keep_logs or not ok, log=log)
+
+    return run_on_private_stack(run, tmp_prefix="svdq-fleet-", db_prefix="svdq_bench", admin_url=PG_ADMIN_URL,
+                                log=log, keep_logs=args.keep_logs, **cast(dict[str, Any], stack_settings(opt)))

@@ -8,9 +8,7 @@ import asyncio
 import datetime as dt
 import json
 import os
-import secrets
 import signal
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,10 +17,10 @@ import ops.bench.lifecycle
 from ops.bench.lifecycle.plan import FULL, NEVER_REFUSE, PG_ADMIN_URL, QUICK, Options, log
 from ops.bench.lifecycle.report import render, versions
 from ops.bench.lifecycle.rows import run_bench
-from ops.harness.databases import ScratchDatabase, end_run
+from ops.harness.databases import ScratchDatabase
 from ops.harness.machine import machine
-from ops.harness.processes import Processes, no_interrupts, tail
-from ops.harness.stack import Stack, start_stack
+from ops.harness.runs import run_on_private_stack
+from ops.harness.stack import Stack
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,19 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["HF_HUB_OFFLINE"] = "1"
     signal.signal(signal.SIGTERM, _terminate)
     when = dt.datetime.now(dt.UTC)
-    tmp = Path(tempfile.mkdtemp(prefix="svdq-bench-"))
-    procs = Processes(tmp)
-    db = ScratchDatabase(PG_ADMIN_URL, "svdq_bench")
-    stack: Stack | None = None
-    ok = False
-    try:
-        db.create()
-        log(f"created database {db.name}; migrating")
-        stack = start_stack(tmp, procs, database_url=db.url, cache_dir=args.cache_dir or tmp / "models",
-                            api_key="svdq_bench_" + secrets.token_urlsafe(24), api_timeout=90, SVDQ_ENV="dev",
-                            SVDQ_API_WORKERS=str(opt.api_workers), **NEVER_REFUSE)
-        assert stack.api is not None
-        log(f"API ready at {stack.url} (pid {stack.api.pid}), redis at {stack.redis_url}")
+
+    def run(stack: Stack, db: ScratchDatabase) -> None:
         rows, details = asyncio.run(run_bench(stack, opt))
         where = machine()
         vers = versions(stack.redis_url, stack.settings.database_url)
@@ -89,20 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 "database": db.name,
                 "rows": [{"metric": r.metric, "value": r.value, "target": r.target, "met": r.met} for r in rows],
                 "details": details}, indent=2, default=str) + "\n")
-        ok = True
-        return 0
-    except KeyboardInterrupt:
-        log("interrupted; cleaning up")
-        return 130
-    except Exception as exc:  # noqa: BLE001 - any failure: report it, then clean up
-        log(f"failed: {exc.__class__.__name__}: {exc}")
-        for name in ("api", "worker-0"):
-            if (tmp / f"{name}.log").exists():
-                log(f"--- {name} log tail ---\n{tail(tmp / f'{name}.log')}")
-        return 1
-    finally:
-        with no_interrupts():
-            procs.stop_all()
-            if stack is not None:
-                stack.client.close()
-            end_run(db, tmp, keep_logs=args.keep_logs or not ok, log=log)
+
+    return run_on_private_stack(run, tmp_prefix="svdq-bench-", db_prefix="svdq_bench", admin_url=PG_ADMIN_URL,
+                                log=log, keep_logs=args.keep_logs, cache_dir=args.cache_dir, SVDQ_ENV="dev",
+                                SVDQ_API_WORKERS=str(opt.api_workers), **NEVER_REFUSE)
