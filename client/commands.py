@@ -29,7 +29,7 @@ EXIT_CODES_HELP = """exit codes (submit --wait, wait, sweep --wait and every oth
   4  the API refused the request (4xx)        stderr: error: <code>: <message>
   5  the API could not be reached or failed (5xx, connection; worth retrying later)"""
 # what the SDK itself refuses before any request: the command line (or the environment) is wrong
-USAGE_CODES = frozenset({"no_api_key", "no_image", "image_unreadable"})
+USAGE_CODES = frozenset({"no_api_key", "no_image", "image_unreadable", "wandb_missing"})
 ENDINGS = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "canceled": EXIT_CANCELED}
 
 
@@ -220,16 +220,11 @@ def _export_wandb(rest: list[str]) -> int:
     a = p.parse_args(rest)
     import os
 
-    from client.wandb_export import ExportError, export_from_api
+    from client.wandb_export import export_from_api
 
-    try:
-        runs = export_from_api(os.environ.get("SVDQ_API_URL", "http://127.0.0.1:8000"),
-                               os.environ.get("SVDQ_API_KEY", ""), a.sweep_id, project=a.project, entity=a.entity)
-    except ExportError as exc:
-        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
-        if exc.code == "wandb_missing":
-            return EXIT_USAGE
-        return EXIT_UNREACHABLE if exc.status >= 500 else EXIT_REFUSED
+    # its ExportError is an SvdqError: cmd_sweep's `guarded` prints it and picks the exit code
+    runs = export_from_api(os.environ.get("SVDQ_API_URL", "http://127.0.0.1:8000"),
+                           os.environ.get("SVDQ_API_KEY", ""), a.sweep_id, project=a.project, entity=a.entity)
     print("\n".join(runs))
     return EXIT_OK
 

@@ -16,19 +16,20 @@ from typing import Any
 
 import httpx
 
+from client._http import SvdqError
+
 # the report's run names: bucket_120, noise_0.1
 AXIS_SHORT_NAMES = {"motion_bucket_id": "bucket", "noise_aug_strength": "noise"}
 MISSING_WANDB = "Exporting to Weights & Biases needs the wandb package: pip install 'svdq[wandb]'"
 UNFINISHED = {"queued", "running"}
 
 
-class ExportError(RuntimeError):
-    """Why an export cannot be made: `code` names it (the CLI prints `error: <code>: <message>`); `status` is the
-    API's HTTP status when it answered with an error, else 0."""
+class ExportError(SvdqError, RuntimeError):
+    """Why an export cannot be made, as the SDK's other errors say it (`code`, `message`, and `status`: the API's
+    HTTP status when it answered with an error, else 0), so the CLI reports it like them; a RuntimeError too."""
 
     def __init__(self, code: str, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
+        super().__init__(status, code, message)
 
 
 def _import_wandb() -> Any:
