@@ -16,10 +16,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip $(QUIET)
 	# torch first, pinned: this picks the CPU build on disk instead of downloading a CUDA one
 	$(BIN)/pip install -q torch==2.13.0 $(QUIET)
-	# spandrel (learned upscaling) without its declared torchvision, which does not install beside this torch;
-	# its real dependencies are in pyproject.toml
-	$(BIN)/pip install -q --no-deps spandrel==0.4.2 $(QUIET)
-	$(BIN)/pip install -q -e '.[test]' $(QUIET)
+	# every part of the service (the extras of pyproject.toml) and the development tools (its dev group)
+	$(BIN)/pip install -q -e '.[server,worker,flower,wandb]' --group dev $(QUIET)
+	# the postprocess extra without torchvision: PyPI's torchvision does not import beside this CPU torch, so
+	# spandrel goes in without its declared dependencies, last (pip then has no conflict to report), and
+	# worker/learned.py stands in for torchvision's import. The worker image installs the extra normally.
+	$(BIN)/pip install -q --no-deps spandrel==0.4.2 'einops>=0.8' $(QUIET)
 	touch $(STAMP)
 
 install: $(STAMP)

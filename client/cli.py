@@ -228,12 +228,41 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# distributions whose import name is not their name with dashes as underscores
+IMPORT_NAMES = {"pillow": "PIL", "pyyaml": "yaml", "python-multipart": "multipart"}
+
+
+def missing_extra(module: str | None) -> str | None:
+    """The extra of this install's metadata that brings `module`, when it is one of an extra's
+    dependencies (the core, `pip install svdq`, is the SDK and the CLI client only)."""
+    import re
+    from importlib.metadata import PackageNotFoundError, requires
+
+    top = (module or "").split(".")[0]
+    try:
+        reqs = requires("svdq") or []
+    except PackageNotFoundError:
+        return None
+    for req in reqs:
+        dist = re.split(r"[^A-Za-z0-9_.-]", req, maxsplit=1)[0].lower()
+        extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)", req)
+        if extra and top == IMPORT_NAMES.get(dist, dist.replace("-", "_")):
+            return extra.group(1)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     from client.sdk import SvdqError
 
     args = build_parser().parse_args(argv)
     try:
         rc: int = args.fn(args)
+    except ModuleNotFoundError as exc:
+        if (extra := missing_extra(exc.name)) is None:
+            raise
+        print(f"error: missing_extra: `svdq {args.command}` needs {exc.name}, which this install lacks; "
+              f"install it with: pip install 'svdq[{extra}]'", file=sys.stderr)
+        return 2
     except SvdqError as exc:
         print(f"svdq: {exc.code}: {exc.message}", file=sys.stderr)
         for d in exc.details:

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -83,29 +84,39 @@ def test_dockerfile_keeps_the_projects_image_rules(dockerfile: Path) -> None:
                 assert (ROOT / src).exists(), f"{dockerfile.name} copies {src}, which does not exist"
 
 
-def _worker_only(dockerfile: Path) -> list[str]:
-    arg = next(args for word, args in instructions(dockerfile) if word == "ARG" and args.startswith("WORKER_ONLY="))
-    return arg.split("=", 1)[1].strip('"').split()
+def _arg(dockerfile: Path, name: str) -> str:
+    arg = next(args for word, args in instructions(dockerfile) if word == "ARG" and args.startswith(f"{name}="))
+    return arg.split("=", 1)[1].strip('"')
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[^A-Za-z0-9_.-]", requirement, maxsplit=1)[0].lower()
+
+
+def _render_stack() -> set[str]:
+    """What the worker extra adds to the server's: what the API image must run without."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    return {_name(d) for d in extras["worker"]} - {_name(d) for d in extras["server"]} - {"svdq"}
 
 
 def test_api_image_requirements_are_pyproject_without_the_render_stack() -> None:
     """Runs the Dockerfile's own requirements step (its RUN, up to the redirect) in this checkout."""
     run = next(args for word, args in instructions(API) if word == "RUN" and "requirements.txt" in args)
     step = run.split(">", 1)[0].replace("python -c", f"{sys.executable} -c", 1)
-    skip = _worker_only(API)
-    env = {**os.environ, "WORKER_ONLY": " ".join(skip)}
+    env = {**os.environ, "EXTRAS": _arg(API, "EXTRAS")}
     out = subprocess.run(["/bin/sh", "-c", step], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
                          check=True).stdout.split()
-    names = {re.split(r"[^A-Za-z0-9_.-]", line, maxsplit=1)[0] for line in out}
-    assert {"torch", "diffusers", "transformers"} <= set(skip)
-    assert not names & set(skip)
-    assert {"fastapi", "uvicorn", "celery[redis]".split("[")[0], "flower", "alembic"} <= names
+    names = {_name(line) for line in out}
+    assert {"torch", "diffusers", "transformers", "accelerate"} <= _render_stack()
+    assert not names & _render_stack()
+    assert {"fastapi", "uvicorn", "celery", "flower", "alembic", "httpx", "pydantic"} <= names
+    assert "svdq" not in names  # the extras' references to the other extras are not requirements
 
 
 def test_everything_the_api_image_runs_imports_without_the_render_stack() -> None:
     """The API, migrations, key commands, Flower and the enqueueing Celery app, with each module of the
-    excluded packages made unimportable (as it is in the slim image)."""
-    blocked = [name.replace("-", "_") for name in _worker_only(API)]
+    render stack made unimportable (as it is in the slim image)."""
+    blocked = sorted(name.replace("-", "_") for name in _render_stack())
     code = (f"import sys\nfor m in {blocked!r}:\n    sys.modules[m] = None\n"
             "import api.app, client.cli, models.migrate, models.queue, flower\n"
             "api.app.create_app\n")
@@ -121,14 +132,24 @@ def test_blocking_a_module_really_breaks_its_import() -> None:
     assert res.returncode != 0 and "torch" in res.stderr
 
 
-def test_worker_image_installs_what_the_makefile_installs_without_dependencies() -> None:
-    """The Makefile installs some packages with --no-deps (their declared deps cannot install beside this
-    torch); pyproject.toml does not list them, so the worker image must install the same pins itself."""
+TORCHVISION_FOR = {"2.9": "0.24", "2.10": "0.25", "2.11": "0.26", "2.12": "0.27", "2.13": "0.28", "2.14": "0.29"}
+
+
+def test_worker_image_installs_torchvision_for_its_torch_and_every_dependency() -> None:
+    """The Makefile installs spandrel --no-deps because PyPI's torchvision does not import beside this
+    machine's CPU torch; the image has the matching pair from one index, so it installs the postprocess extra
+    with every declared dependency and never the Makefile's workaround."""
+    torch, vision = _arg(WORKER, "TORCH_VERSION"), _arg(WORKER, "TORCHVISION_VERSION")
+    assert TORCHVISION_FOR[".".join(torch.split(".")[:2])] == ".".join(vision.split(".")[:2])
+    runs = [args for word, args in instructions(WORKER) if word == "RUN"]
+    first = next(r for r in runs if "torch==" in r)
+    assert '--index-url "$TORCH_INDEX"' in first and '"torchvision==$TORCHVISION_VERSION"' in first
+    assert any('".[worker,postprocess]"' in r for r in runs)
+    assert not any("--no-deps" in r for r in runs)
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     makefile = (ROOT / "Makefile").read_text()
-    pins = re.findall(r"pip install[^\n]*--no-deps\s+([A-Za-z0-9_.-]+==[^\s$]+)", makefile)
-    worker = WORKER.read_text()
-    for pin in pins:
-        assert f"--no-deps {pin}" in worker, f"worker.Dockerfile lacks `pip install --no-deps {pin}`"
+    for pin in re.findall(r"pip install[^\n]*--no-deps\s+([^$\n]+)", makefile)[0].split():
+        assert _name(pin.strip("'")) in {_name(d) for d in extras["postprocess"]}, pin
 
 
 def test_hadolint_reports_a_bad_dockerfile(tmp_path: Path) -> None:

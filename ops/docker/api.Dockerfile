@@ -1,15 +1,16 @@
 # The API image (also runs migrations, key commands and Flower): no torch, no diffusers, non-root.
 # Build from the repository root: docker build -f ops/docker/api.Dockerfile -t svdq-api .
 FROM python:3.11.13-slim-bookworm
-# the worker's render stack; the API never imports it (tests/test_dockerfiles.py proves that)
-ARG WORKER_ONLY="torch diffusers transformers accelerate"
+# the core and these extras of pyproject.toml, never the worker's render stack (tests/test_dockerfiles.py
+# proves the image runs without it)
+ARG EXTRAS="server flower"
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
 # dependencies first, so code edits do not reinstall them; pyproject.toml stays the one list of them
-RUN python -c "import os, re, tomllib; skip = set(os.environ['WORKER_ONLY'].split()); \
-deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
-print('\\n'.join(d for d in deps if re.split(r'[^A-Za-z0-9_.-]', d, maxsplit=1)[0] not in skip))" \
+RUN python -c "import os, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+deps = p['dependencies'] + [d for e in os.environ['EXTRAS'].split() for d in p['optional-dependencies'][e]]; \
+print('\\n'.join(d for d in deps if not d.startswith('svdq[')))" \
     > /tmp/requirements.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt
 COPY api ./api

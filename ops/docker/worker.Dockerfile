@@ -3,6 +3,8 @@
 # The torch wheel brings its own CUDA libraries; the host needs an NVIDIA driver that supports CUDA 12.8.
 FROM nvidia/cuda:12.8.1-runtime-ubuntu24.04
 ARG TORCH_VERSION=2.13.0
+# the torchvision release made for that torch (spandrel, the postprocess extra, imports it)
+ARG TORCHVISION_VERSION=0.28.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
 ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH \
@@ -16,16 +18,17 @@ RUN apt-get update \
     && python3 -m venv /opt/venv
 WORKDIR /app
 COPY pyproject.toml README.md ./
-# torch first, from the CUDA index, so `pip install .` finds it satisfied and never pulls a CPU build
-RUN pip install --no-cache-dir --index-url "$TORCH_INDEX" "torch==$TORCH_VERSION"
+# torch and its torchvision first, from the CUDA index, so `pip install .` finds both satisfied and never
+# pulls a CPU build or a torchvision made for another torch
+RUN pip install --no-cache-dir --index-url "$TORCH_INDEX" "torch==$TORCH_VERSION" \
+    "torchvision==$TORCHVISION_VERSION"
 COPY api ./api
 COPY models ./models
 COPY worker ./worker
 COPY client ./client
-# spandrel without its declared torchvision, as the Makefile installs it (pyproject.toml lists its real
-# needs); the model cache is a mounted volume (/models) that the worker's user must be able to write
-RUN pip install --no-cache-dir --no-deps spandrel==0.4.2 \
-    && pip install --no-cache-dir . \
+# the worker and learned post-processing extras, with every declared dependency; the model cache is a
+# mounted volume (/models) that the worker's user must be able to write
+RUN pip install --no-cache-dir ".[worker,postprocess]" \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin svdq \
     && mkdir -p /models/hf /models/svdq && chown -R 10001:10001 /models
 USER 10001
