@@ -1,10 +1,13 @@
 """What follows a job's status change, said once for every path that makes it.
 
+- `job_started`: after a worker claimed a job to render it: its `job.started` webhook event recorded when its
+  event filter asks for it (and its sweep's `sweep.started`, for the sweep's first cell to start), once however
+  often the job is claimed again (a retry, a requeue after a dead lease).
 - `job_ended`: after a job reached a terminal status, whichever path got it there (a worker's success or
   failure, the cancel of a queued job or of a sweep, the reaper failing a dead job, a reused result at submit,
-  a queue that refused the job): its status event is published, its webhook event recorded (and its sweep's,
-  once the sweep ended), it leaves the queue index, and the sweep grid is requested at once when it was its
-  image's last open cell.
+  a queue that refused the job): its status event is published, its webhook event recorded when its filter
+  asks for `completed` (and its sweep's, once the sweep ended), it leaves the queue index, and the sweep grid
+  is requested at once when it was its image's last open cell.
 - `send`: a queued job goes into the queue index and its message onto the model's queue (submit, requeue).
 - `submitted`: `send` for a new job; when the broker refuses, the job fails `queue_unavailable` (and ends).
 - `requeued`: after a running job went back to queued (a transient failure, a worker's shutdown, a dead lease):
@@ -28,7 +31,7 @@ from models.queue import Enqueue, GridEnqueue
 from models.states import fail_job, request_cancel
 from models.status import TERMINAL, JobStatus
 from models.tables import Job, Sweep
-from models.webhooks import record_event
+from models.webhooks import record_event, wants
 
 log = logging.getLogger("svdq.lifecycle")
 
@@ -42,6 +45,22 @@ class Effects:
     enqueue_grid: GridEnqueue
 
 
+def job_started(session: Session, job_id: str) -> None:
+    """The `started` webhook events of a job a worker just claimed (see the module's docstring). Recording only:
+    the sender delivers them, so a receiver that is down never holds up the render."""
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        return
+    if job.webhook_url and wants(job.webhook_events, "started"):
+        record_event(session, owner_id=job.owner_id, resource_id=job.id, event="job.started", url=job.webhook_url)
+    if job.sweep_id is None:
+        return
+    sweep = session.get(Sweep, job.sweep_id)
+    if sweep is not None and sweep.webhook_url and wants(sweep.webhook_events, "started"):
+        record_event(session, owner_id=sweep.owner_id, resource_id=sweep.id, event="sweep.started",
+                     url=sweep.webhook_url)
+
+
 def job_ended(session: Session, job_id: str, fx: Effects) -> None:
     """Everything that follows a terminal status; a job that is not terminal (or not there) is left alone, so a
     second call for the same job only repeats idempotent steps (the webhook event is recorded once)."""
@@ -50,7 +69,7 @@ def job_ended(session: Session, job_id: str, fx: Effects) -> None:
         return
     fx.signals.dequeued(job.model, job.id)
     fx.signals.publish(job.id, StatusEvent(status=JobStatus(job.status)))
-    if job.webhook_url:
+    if job.webhook_url and wants(job.webhook_events, "completed"):
         record_event(session, owner_id=job.owner_id, resource_id=job.id, event=f"job.{job.status}",
                      url=job.webhook_url)
     if job.sweep_id is None:
@@ -58,7 +77,7 @@ def job_ended(session: Session, job_id: str, fx: Effects) -> None:
     if sw.image_done(session, job.sweep_id, job.image_id):
         sw.request_grid(session, fx.enqueue_grid, job.sweep_id, job.image_id, job.model)
     sweep = session.get(Sweep, job.sweep_id)
-    if sweep is not None and sweep.webhook_url:
+    if sweep is not None and sweep.webhook_url and wants(sweep.webhook_events, "completed"):
         status = sw.status(sweep, sw.counts(session, sweep.id))
         if status in TERMINAL:
             record_event(session, owner_id=sweep.owner_id, resource_id=sweep.id, event=f"sweep.{status}",

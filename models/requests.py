@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from models.params import FieldError, OutputSpec, RenderParams, pydantic_errors
 from models.postprocess import PostprocessSpec
 from models.registry import ModelName
+from models.webhooks import DEFAULT_EVENTS, WebhookEvent
 
 MAX_VALUES_PER_AXIS = 50
 URL_FORMAT: dict[str, Any] = {"format": "uri"}
@@ -36,6 +37,10 @@ class JobSpec(_Request):
     postprocess: PostprocessSpec | None = None
     webhook_url: str | None = Field(None, max_length=MAX_URL, json_schema_extra=URL_FORMAT,
                                     description="Gets a signed POST with the job when it ends (a public address).")
+    webhook_events_filter: list[WebhookEvent] = Field(
+        list(DEFAULT_EVENTS), min_length=1,
+        description="Which events webhook_url gets: 'started' (the render began on a worker; job.started) and "
+                    "'completed' (it ended: job.succeeded, job.failed or job.canceled).")
     priority: int = Field(5, ge=0, le=9, description="0-9, higher runs first.")
     reuse: bool = Field(True, description="false: render again even when an identical job already succeeded.")
 
@@ -81,6 +86,10 @@ class SweepSpec(_Request):
     postprocess: PostprocessSpec | None = None
     webhook_url: str | None = Field(None, max_length=MAX_URL, json_schema_extra=URL_FORMAT,
                                     description="Gets a signed POST with the sweep when it ends.")
+    webhook_events_filter: list[WebhookEvent] = Field(
+        list(DEFAULT_EVENTS), min_length=1,
+        description="Which events webhook_url gets: 'started' (its first cell began rendering; sweep.started) and "
+                    "'completed' (every cell ended: sweep.succeeded, sweep.failed or sweep.canceled).")
     priority: int = Field(5, ge=0, le=9)
     reuse: bool = True
 

@@ -69,6 +69,8 @@ class Job(ApiModel):
     sweep_cell: dict[str, Any] | None = None
     sweep_index: int | None = None
     runtime: dict[str, Any] | None = None
+    # the webhook events it gets, in the order they happen: "started", "completed"
+    webhook_events_filter: list[str] = Field(default_factory=lambda: ["completed"])
 
     @property
     def done(self) -> bool:
@@ -109,6 +111,7 @@ class Sweep(ApiModel):
     created_at: datetime | None = None
     finished_at: datetime | None = None
     canceled_at: datetime | None = None
+    webhook_events_filter: list[str] = Field(default_factory=lambda: ["completed"])
 
     @property
     def done(self) -> bool:

@@ -83,6 +83,8 @@ class Job(Base):
     postprocess: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     priority: Mapped[int] = mapped_column(Integer, default=5)
     webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # the webhook events it wants (models/webhooks.py: "started", "completed"); null: the default, completed only
+    webhook_events: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     sweep_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -134,6 +136,7 @@ class Sweep(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_events: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # as Job.webhook_events
 
 
 class SweepGrid(Base):

@@ -18,6 +18,7 @@ from models.events import JobSignals
 from models.status import TERMINAL, JobStatus
 from models.storage import LocalStore, S3Store
 from models.tables import Image, Job, Sweep, SweepGrid, UTCDateTime, WebhookDelivery
+from models.webhooks import event_filter
 
 
 class ViewDeps(Protocol):
@@ -88,7 +89,8 @@ def job_view(job: Any, *, store: LocalStore | S3Store, base_url: str, position: 
         attempts=job.attempts, worker=job.worker, sweep_id=job.sweep_id, sweep_cell=job.sweep_cell,
         sweep_index=job.sweep_index, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, result=result, error=error, runtime=job.runtime,
-        cancel_requested=job.cancel_requested_at is not None, reused_from=job.reused_from, rerun_of=job.rerun_of)
+        cancel_requested=job.cancel_requested_at is not None, reused_from=job.reused_from, rerun_of=job.rerun_of,
+        webhook_events_filter=event_filter(job.webhook_events))
 
 
 def job_view_now(*, deps: ViewDeps, session: Session, job: Job, base_url: str,
@@ -120,7 +122,7 @@ def sweep_view(*, deps: ViewDeps, session: Session, sweep: Sweep, base_url: str)
         id=sweep.id, name=sweep.name, model=sweep.model, status=status, total=sweep.total, counts=counts,
         axes=sweep.spec["axes"], params=sweep.spec["params"], images=sweep.spec["images"],
         output=sweep.spec["output"], grids=grids, gallery_url=f"/ui/sweeps/{sweep.id}", created_at=sweep.created_at,
-        finished_at=finished, canceled_at=sweep.canceled_at)
+        finished_at=finished, canceled_at=sweep.canceled_at, webhook_events_filter=event_filter(sweep.webhook_events))
 
 
 def delivery_view(d: WebhookDelivery) -> schemas.WebhookDelivery:

@@ -193,3 +193,140 @@ def test_a_delivery_goes_to_the_address_it_checked_and_a_rebound_name_is_refused
         assert second.status == "failed" and "10.0.0.9, which is not a public address" in (second.last_error or "")
     assert asked == ["hooks.rebind.test", "hooks.rebind.test"]  # one lookup per delivery
     engine.dispose()
+
+
+# --- the event filter (webhook_events_filter): completed by default, started on request --------------------------
+
+RENDER = {"num_inference_steps": 1, "num_frames": 2}
+
+
+def delivery_log(s: Stack, job_id: str, n: int, timeout: float = 15) -> list[dict[str, Any]]:
+    """The job's delivery log once it has n events, each of them settled (delivered, or retried at least once)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = list(s.client.get(f"/v1/jobs/{job_id}/webhooks", headers=s.headers).json()["items"])
+        settled = len(log) >= n and all(d["status"] == "delivered" or d["attempts"] > 0 for d in log)
+        if settled or time.monotonic() > deadline:
+            return log
+        time.sleep(0.1)
+
+
+def test_by_default_a_job_gets_only_its_terminal_event(sqlite_stack: Stack, receiver: Receiver) -> None:
+    s = sqlite_stack
+    job = s.submit(s.upload()["id"], params=RENDER, reuse=False, webhook_url=receiver.url)
+    assert job["webhook_events_filter"] == ["completed"]
+    done = s.wait(job["id"])
+    assert done["status"] == "succeeded" and done["attempts"] == 1  # a worker rendered it: it did start
+    reqs = receiver.wait_for(1)
+    time.sleep(1.5)  # the sender passes every second: a started event would have come by now
+    assert [verify(secret_of(s), r)["type"] for r in reqs] == ["job.succeeded"]
+    assert [d["event"] for d in delivery_log(s, job["id"], 1)] == ["job.succeeded"]
+    assert s.client.get(f"/v1/jobs/{job['id']}", headers=s.headers).json()["webhook_events_filter"] == ["completed"]
+
+
+def test_started_and_completed_are_both_delivered_in_order_each_signed(sqlite_stack: Stack,
+                                                                        receiver: Receiver) -> None:
+    s = sqlite_stack
+    job = s.submit(s.upload()["id"], params=RENDER, reuse=False, webhook_url=receiver.url,
+                   webhook_events_filter=["completed", "started", "started"])
+    assert job["webhook_events_filter"] == ["started", "completed"]  # each once, in the order they happen
+    assert s.wait(job["id"])["status"] == "succeeded"
+    reqs = receiver.wait_for(2)
+    time.sleep(1.5)  # and nothing more
+    events = [verify(secret_of(s), r) for r in reqs]  # both signed with the key's secret
+    assert [e["type"] for e in events] == ["job.started", "job.succeeded"]
+    assert {e["data"]["id"] for e in events} == {job["id"]}
+    assert len({r["headers"]["webhook-id"] for r in reqs}) == 2  # two events, one stable id each
+    log = delivery_log(s, job["id"], 2)
+    assert [(d["event"], d["status"]) for d in log] == [("job.started", "delivered"), ("job.succeeded", "delivered")]
+    assert [d["id"] for d in log] == [r["headers"]["webhook-id"] for r in reqs]
+    got = s.client.get(f"/v1/jobs/{job['id']}", headers=s.headers).json()
+    assert got["webhook_events_filter"] == ["started", "completed"]
+
+
+def test_a_receiver_that_is_down_never_holds_up_or_fails_the_render(sqlite_stack: Stack) -> None:
+    from client.procs import free_port
+
+    s = sqlite_stack
+    job = s.submit(s.upload()["id"], params=RENDER, reuse=False, webhook_events_filter=["started", "completed"],
+                   webhook_url=f"http://127.0.0.1:{free_port()}/hook")  # nothing listens there
+    assert s.wait(job["id"], timeout=60)["status"] == "succeeded"
+    log = delivery_log(s, job["id"], 2)
+    assert [d["event"] for d in log] == ["job.started", "job.succeeded"]
+    assert all(d["status"] != "delivered" and d["attempts"] >= 1 and d["last_error"] for d in log), log
+
+
+def test_a_sweep_gets_started_once_then_its_terminal_event(sqlite_stack: Stack, receiver: Receiver) -> None:
+    s = sqlite_stack
+    image = s.upload()
+    body = {"model": "tiny", "images": [{"image_id": image["id"]}], "webhook_url": receiver.url, "reuse": False,
+            "webhook_events_filter": ["started", "completed"], "params": {**RENDER, "seed": 9},
+            "axes": {"fps": [6, 8]}}
+    r = s.client.post("/v1/sweeps", headers=s.headers, json=body)
+    assert r.status_code == 202, r.text
+    sweep = r.json()
+    assert sweep["webhook_events_filter"] == ["started", "completed"]
+    reqs = receiver.wait_for(2, timeout=120)
+    time.sleep(1.5)  # its second cell starting adds nothing
+    events = [verify(secret_of(s), req) for req in reqs]
+    assert [e["type"] for e in events] == ["sweep.started", "sweep.succeeded"]
+    assert {e["data"]["id"] for e in events} == {sweep["id"]}
+    # the cells themselves carry no webhook of their own
+    cells = s.client.get(f"/v1/sweeps/{sweep['id']}/jobs", headers=s.headers).json()["items"]
+    assert len(cells) == 2 and all(c["status"] == "succeeded" for c in cells)
+
+
+def test_the_started_event_is_recorded_once_however_often_the_job_is_claimed(tmp_path: Path) -> None:
+    from models import lifecycle
+    from models.tables import Image, Job
+
+    db = f"sqlite:///{tmp_path}/started.db"
+    upgrade(db)
+    engine = create_db_engine(db)
+    sessions = create_session_factory(engine)
+    with sessions() as s:
+        key = store_key(s, new_key_string(), name="started")
+        s.add(Image(id="img_1", owner_id=key.id, sha256="0" * 64, width=64, height=64, content_type="image/png",
+                    bytes=1, storage_key="images/img_1"))
+        for job_id, events in (("job_both", ["started", "completed"]), ("job_default", None)):
+            s.add(Job(id=job_id, owner_id=key.id, model="tiny", image_id="img_1", params={}, output={},
+                      webhook_url="https://hooks.example.org/x", webhook_events=events, status="running"))
+        s.commit()
+        for _ in range(3):  # the first claim, then two retries of the same job
+            lifecycle.job_started(s, "job_both")
+            lifecycle.job_started(s, "job_default")
+        rows = s.query(WebhookDelivery).all()
+        assert [(d.resource_id, d.event) for d in rows] == [("job_both", "job.started")]
+    engine.dispose()
+
+
+def test_an_unknown_event_name_is_refused_with_the_names_allowed(tmp_path: Path, redis_url: str) -> None:
+    from tests.test_service import app_with
+
+    with app_with(tmp_path, redis_url) as c:
+        h = {"Authorization": "Bearer svdq_test_key_0123456789abcdef"}
+        image = c.post("/v1/images", headers=h, files={"image": ("a.png", _png())}).json()
+        spec = {"model": "tiny", "webhook_url": "https://hooks.example.org/x",
+                "webhook_events_filter": ["started", "output"]}
+        answers = {
+            "json": c.post("/v1/jobs", headers=h, json={**spec, "image_id": image["id"]}),
+            "multipart": c.post("/v1/jobs", headers=h, files={"image": ("a.png", _png())},
+                                data={"spec": json.dumps(spec)}),
+            "sweep": c.post("/v1/sweeps", headers=h, json={**spec, "images": [{"image_id": image["id"]}],
+                                                          "axes": {"fps": [6, 8]}}),
+        }
+        for kind, r in answers.items():
+            assert r.status_code == 422, (kind, r.text)
+            error = r.json()["error"]
+            assert error["code"] == "invalid_params", kind
+            assert [(d["field"], d["message"]) for d in error["details"]] == [
+                ("webhook_events_filter.1", "must be 'started' or 'completed', got 'output'")], kind
+        empty = c.post("/v1/jobs", headers=h, json={**spec, "image_id": image["id"], "webhook_events_filter": []})
+        assert empty.status_code == 422 and empty.json()["error"]["details"][0]["field"] == "webhook_events_filter"
+        assert c.get("/v1/jobs", headers=h).json()["items"] == []  # nothing was made
+        # the OpenAPI document publishes the filter, its names and its default, on jobs and sweeps
+        doc = c.get("/openapi.json").json()
+        schemas = doc["components"]["schemas"]
+        for name in ("JobCreate", "JobSpec", "SweepSpec"):
+            prop = schemas[name]["properties"]["webhook_events_filter"]
+            assert prop["items"]["enum"] == ["started", "completed"] and prop["default"] == ["completed"], name

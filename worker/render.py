@@ -68,6 +68,18 @@ def _claim(ctx: WorkerContext, job_id: str) -> tuple[bool, Job | None]:
     return found[-1]
 
 
+def _started(ctx: WorkerContext, job: Job) -> None:
+    """The `started` webhook events (models/lifecycle.py), recorded once for the sender to deliver. Only a job with
+    a webhook, or a sweep's cell, can have one; a failure to record is logged and the render goes on."""
+    if not (job.webhook_url or job.sweep_id):
+        return
+    try:
+        with session_scope(ctx.sessions) as s:
+            lifecycle.job_started(s, job.id)
+    except Exception as exc:  # noqa: BLE001 - a webhook never fails a render
+        log.warning("job %s: its started webhook event was not recorded: %s", job.id, exc, extra={"job_id": job.id})
+
+
 def _stopped(ctx: WorkerContext, job: Job, stop: JobStop) -> RenderOutcome:
     """A render that ended early: back to the queue (shutdown, or a transient failure with attempts left), or
     ended failed or canceled. A row that is no longer this worker's is left alone."""
@@ -111,6 +123,7 @@ def run_render(ctx: WorkerContext, job_id: str) -> RenderOutcome:
         return RenderOutcome("skipped", status=job.status)
     ctx.signals.dequeued(job.model, job_id)
     log.info("job %s claimed by %s (attempt %d)", job_id, ctx.name, job.attempts)
+    _started(ctx, job)
     try:
         with LeaseKeeper(ctx, job_id) as lease:
             result, runtime = produce(ctx, job, JobMonitor(ctx, job_id, lease))

@@ -55,7 +55,8 @@ def new_job(*, state: AppState, session: Session, key: ApiKey, plan: JobPlan, im
               image_id=image.id, params=plan.params, output=plan.output, postprocess=plan.postprocess,
               priority=plan.priority, attempts=0, progress_step=0,
               progress_total=plan.params["num_inference_steps"], created_at=now, fingerprint=fp, rerun_of=rerun_of,
-              sweep_id=sweep_id, sweep_cell=sweep_cell, sweep_index=sweep_index, webhook_url=plan.webhook_url)
+              sweep_id=sweep_id, sweep_cell=sweep_cell, sweep_index=sweep_index, webhook_url=plan.webhook_url,
+              webhook_events=plan.webhook_events)
     if source is not None:
         # the same inputs, seed and weights already rendered: finish now from the stored result
         job.status, job.result, job.reused_from = JobStatus.SUCCEEDED, source.result, source.id
@@ -151,7 +152,8 @@ def rerun_job(*, state: AppState, session: Session, key: ApiKey, job: Job) -> Cr
     image = session.get(Image, job.image_id)
     assert image is not None
     plan = JobPlan(model=job.model, params=dict(job.params), output=dict(job.output), priority=job.priority,
-                   postprocess=job.postprocess, reuse=False, webhook_url=job.webhook_url)
+                   postprocess=job.postprocess, reuse=False, webhook_url=job.webhook_url,
+                   webhook_events=job.webhook_events)
     return create_job(state=state, session=session, key=key, plan=plan, image=image, rerun_of=job.id)
 
 

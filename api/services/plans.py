@@ -15,6 +15,7 @@ from models.postprocess import PostprocessSpec, check_postprocess
 from models.registry import REGISTRY, ModelSpec, get_spec
 from models.requests import JobSpec
 from models.tables import Image
+from models.webhooks import event_filter
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class JobPlan:
     postprocess: dict[str, Any] | None = None
     reuse: bool = True
     webhook_url: str | None = None
+    webhook_events: list[str] | None = None  # None: the default filter (models/webhooks.py)
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -74,7 +76,8 @@ def plan_job(spec: JobSpec, *, allow_private_urls: bool = False, learned: frozen
     if errors:
         raise invalid_params(errors)
     return JobPlan(model=model.name, params=params, output=output, priority=spec.priority, postprocess=post,
-                   reuse=spec.reuse, webhook_url=spec.webhook_url)
+                   reuse=spec.reuse, webhook_url=spec.webhook_url,
+                   webhook_events=event_filter(spec.webhook_events_filter))
 
 
 def cell_params(base: RenderParams, seed: int, combo: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from models.params import FieldError, RenderParams, resolve_output, resolve_para
 from models.requests import MAX_VALUES_PER_AXIS, SweepSpec
 from models.status import OPEN, TERMINAL, JobStatus
 from models.tables import ApiKey, Image, Job, Sweep, SweepGrid, utcnow
+from models.webhooks import event_filter
 
 INVALID = "The sweep is invalid; nothing was created. See details."
 
@@ -97,7 +98,8 @@ def create_sweep(*, state: AppState, session: Session, key: ApiKey, spec: SweepS
     images += [store_image(state=state, session=session, key=key, data=data)[0] for data in uploads]
     postprocess = spec.postprocess.model_dump(exclude_none=True) if spec.postprocess is not None else None
     sweep = Sweep(id="swp_" + secrets.token_hex(12), owner_id=key.id, name=spec.name, model=model,
-                  webhook_url=spec.webhook_url, total=len(images) * len(cells), created_at=utcnow(),
+                  webhook_url=spec.webhook_url, webhook_events=event_filter(spec.webhook_events_filter),
+                  total=len(images) * len(cells), created_at=utcnow(),
                   spec={"images": [img.id for img in images], "params": base, "axes": spec.axes,
                         "output": cells[0][1].output, "postprocess": postprocess, "priority": spec.priority})
     session.add(sweep)
