@@ -4,6 +4,7 @@ built from the same architectures, saved to files and loaded through the product
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -135,6 +136,31 @@ def test_spandrel_imports_without_torchvision_and_leaves_none_behind() -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().startswith("0.4")
+
+
+
+def test_a_torchvision_that_cannot_import_gets_the_stand_in_and_a_working_one_is_used(tmp_path: Path) -> None:
+    """The stand-in is for a torchvision that is missing or broken beside this torch; a torchvision that
+    imports is spandrel's own (a fake one here, on PYTHONPATH, that says whether it was imported)."""
+    code = ("import sys; from worker.learned import import_spandrel; s = import_spandrel(); "
+            "print(getattr(sys.modules.get('torchvision'), 'REAL', 'none'))")
+    broken, working = tmp_path / "broken" / "torchvision", tmp_path / "working" / "torchvision"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    working.mkdir(parents=True)
+    (working / "__init__.py").write_text("REAL = 'yes'\n")
+    (working / "transforms").mkdir()
+    (working / "transforms" / "__init__.py").write_text("")
+    (working / "transforms" / "functional.py").write_text(
+        "def rotate(*a, **k): pass\ndef normalize(*a, **k): pass\n"
+        "class InterpolationMode:\n    BILINEAR = 'bilinear'\n")
+    seen = {}
+    for name, where in (("broken", broken.parent), ("working", working.parent)):
+        r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": f"{where}:{ROOT}"})
+        assert r.returncode == 0, r.stderr
+        seen[name] = r.stdout.strip()
+    assert seen == {"broken": "none", "working": "yes"}
 
 
 # memory, cancel, availability -------------------------------------------------------------------------

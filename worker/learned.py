@@ -182,15 +182,28 @@ class Interpolator:
 
 # upscaling --------------------------------------------------------------------------------------------
 
-def import_spandrel() -> Any:
-    """spandrel, imported without torchvision.
+def _torchvision_imports() -> bool:
+    """Whether torchvision imports beside this torch; a failed import leaves none of it behind."""
+    try:
+        importlib.import_module("torchvision")  # spandrel's dependency, declared by it, not by us
+        return True
+    except Exception:  # noqa: BLE001 - e.g. PyPI's build beside a CPU torch: "operator torchvision::nms ..."
+        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+            sys.modules.pop(name, None)
+        return False
 
-    spandrel's package import loads every architecture it knows, and two of them (LaMa, RestoreFormer) import
-    torchvision at module level, which does not install beside this torch. The SR architectures used here
-    never call it, so where torchvision is missing, placeholder modules stand in for the import only and are
-    removed right after: nothing else in the process ever sees a `torchvision`, and a call into one of those
-    two architectures would raise."""
-    if "spandrel" in sys.modules or importlib.util.find_spec("torchvision") is not None:
+
+def import_spandrel() -> Any:
+    """spandrel, with torchvision where it imports and a stand-in for its import where it cannot.
+
+    The worker image installs torchvision built for its torch, so spandrel imports as it is. The stand-in is
+    only for a machine whose torchvision is missing or cannot import (make install here: PyPI's torchvision
+    does not import beside the CPU build of torch, so spandrel is installed --no-deps). spandrel's package
+    import loads every architecture it knows, and two of them (LaMa, RestoreFormer) import torchvision at
+    module level; the SR architectures used here never call it, so placeholder modules stand in for the
+    import only and are removed right after: nothing else in the process ever sees a `torchvision`, and a
+    call into one of those two architectures would raise."""
+    if "spandrel" in sys.modules or _torchvision_imports():
         import spandrel
 
         return spandrel
