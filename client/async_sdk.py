@@ -71,9 +71,11 @@ class AsyncClient:
     async def submit(self, image: ImageArg | None = None, *, image_id: str | None = None, model: str = "tiny",
                      output: dict[str, Any] | None = None, priority: int | None = None,
                      postprocess: dict[str, Any] | None = None, webhook_url: str | None = None,
-                     reuse: bool = True, idempotency_key: str | None = None, **params: Any) -> Job:
+                     reuse: bool = True, idempotency_key: str | None = None,
+                     webhook_events_filter: list[str] | None = None, **params: Any) -> Job:
         spec = {"model": model, "params": params, "output": output, "priority": priority,
-                "postprocess": postprocess, "webhook_url": webhook_url, "reuse": reuse}
+                "postprocess": postprocess, "webhook_url": webhook_url, "reuse": reuse,
+                "webhook_events_filter": webhook_events_filter}
         return await self._run(ops.submit(image, image_id, idempotency_key, spec))
 
     async def get(self, job: JobRef) -> Job:

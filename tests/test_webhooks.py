@@ -330,3 +330,19 @@ def test_an_unknown_event_name_is_refused_with_the_names_allowed(tmp_path: Path,
         for name in ("JobCreate", "JobSpec", "SweepSpec"):
             prop = schemas[name]["properties"]["webhook_events_filter"]
             assert prop["items"]["enum"] == ["started", "completed"] and prop["default"] == ["completed"], name
+
+
+def test_the_sdk_submits_the_filter_and_its_job_type_carries_it(sqlite_stack: Stack, receiver: Receiver) -> None:
+    from client.sdk import Client
+    from ops.harness.stack import API_KEY
+
+    s = sqlite_stack
+    with Client(s.serve(), API_KEY) as c:
+        job = c.submit(image_id=s.upload()["id"], webhook_url=receiver.url, webhook_events_filter=["started"],
+                       reuse=False, **RENDER)
+        assert job.webhook_events_filter == ["started"]
+        assert c.wait(job, timeout=60).status == "succeeded"
+        assert c.get(job).webhook_events_filter == ["started"]
+    reqs = receiver.wait_for(1)
+    time.sleep(1.5)  # started only: its end is not sent
+    assert [verify(secret_of(s), r)["type"] for r in reqs] == ["job.started"]
