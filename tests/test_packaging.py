@@ -60,6 +60,16 @@ def _metadata(wheel: Path) -> list[str]:
         return Parser().parsestr(z.read(name).decode()).get_all("Requires-Dist") or []
 
 
+def test_the_wheel_carries_its_licence_and_the_notices_of_the_code_it_adapts(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        meta = Parser().parsestr(z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode())
+        notice = z.read(next(n for n in names if n.endswith("/NOTICE"))).decode()
+    assert meta["License-Expression"] == "Apache-2.0"
+    assert any(n.endswith("/LICENSE") for n in names)
+    assert "worker/rife.py" in notice and "MIT License" in notice and "Copyright (c) 2020 hzwer" in notice
+
+
 def test_the_wheel_requires_only_the_core_and_offers_the_rest_as_extras(wheel: Path) -> None:
     reqs = _metadata(wheel)
     plain = {re.split(r"[^A-Za-z0-9_.-]", r, maxsplit=1)[0].lower() for r in reqs if "extra ==" not in r}
