@@ -60,7 +60,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_flower(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from models.queue import create_celery
     from models.settings import Settings
 
     try:
@@ -83,9 +82,9 @@ def cmd_flower(args: argparse.Namespace) -> int:
     else:
         # dev: Flower's HTTP API open on this machine's loopback only, so local tools can read it
         os.environ.setdefault("FLOWER_UNAUTHENTICATED_API", "true")
-    # the svdq app rather than `celery -b URL`: the workers' transport options, no broker password on argv
-    rc = create_celery(settings).start(["flower", f"--port={args.port}", f"--address={args.host}"])
-    return int(rc or 0)
+    from client.flower import run_flower  # lists workers that start after it, without ?refresh=1
+
+    return run_flower(settings, port=args.port, host=args.host)
 
 
 def dev_public_url(host: str, port: int) -> str:

@@ -100,6 +100,31 @@ def test_flower_needs_its_credentials_and_then_shows_the_worker_and_the_render_b
     assert task["worker"] == done["worker"] and done["worker"] in names
 
 
+def test_a_worker_started_after_flower_is_listed_without_a_refresh_within_10_s(sqlite_stack: Stack,
+                                                                               flower: str) -> None:
+    s = sqlite_stack
+
+    def workers() -> dict[str, Any]:  # as a dashboard or a script reads it: no ?refresh=1
+        r = httpx.get(f"{flower}/api/workers", auth=(USER, PASSWORD), timeout=10)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    # Given Flower, which inspected the fleet as it started
+    before = {worker_name("tiny", "cpu", None, p.pid, socket.gethostname()) for p in s.live_workers()}
+    poll(workers, lambda ws: before <= set(ws), timeout=30)
+    # When a worker starts after it (and is ready: its pipeline loaded, consuming)
+    late = s.start_worker()
+    try:
+        name = worker_name("tiny", "cpu", None, late.pid, socket.gethostname())
+        assert name not in before
+        # Then Flower lists it within 10 s, from the worker's own events, with what inspect says of it
+        listed = poll(workers, lambda ws: ws.get(name), timeout=10)
+        assert listed["stats"]["pid"] == late.pid
+        assert {q["name"] for q in listed["active_queues"]} >= {"render.tiny"}
+    finally:
+        s.procs.stop(late)
+
+
 @pytest.mark.parametrize(("auth", "says"), [
     (None, "set SVDQ_FLOWER_BASIC_AUTH=user:password"),
     ("admin:changeme", "placeholder or shorter than 12 characters"),
