@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     model_svd_xt: str = "stabilityai/stable-video-diffusion-img2vid-xt"
     model_svd_xt_1_1: str = "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
     model_tiny: str | None = None  # None: built once into cache_dir
+    # a hub id's revision (branch, tag or commit; SVDQ_MODEL_<NAME>_REVISION): what `svdq models pull` fetches and
+    # workers load, recorded with every job; unset: main (models/weights.py)
+    model_svd_revision: str | None = None
+    model_svd_xt_revision: str | None = None
+    model_svd_xt_1_1_revision: str | None = None
     cache_dir: Path = Path("var/models")
     # learned post-processing, local weights files; unset: the method "learned" is not offered (see GET /v1/models)
     interpolate_weights: Path | None = None  # a RIFE v4.6 IFNet state dict (flownet.pkl)
@@ -122,6 +127,10 @@ class Settings(BaseSettings):
     def model_source(self, name: str) -> str | None:
         value: str | None = getattr(self, "model_" + name.replace("-", "_"))
         return value
+
+    def model_revision(self, name: str) -> str | None:
+        value: str | None = getattr(self, "model_" + name.replace("-", "_") + "_revision", None)
+        return value or None
 
     def learned_stages(self) -> frozenset[str]:
         """The post-processing stages that have learned weights configured (API and workers share these)."""
