@@ -84,7 +84,8 @@ class WorkerContext:
         if source is None:  # the tiny model: built once into the cache
             source = str(ensure_tiny(settings.cache_dir))
         holder = PipelineHolder.from_settings(settings, model=model, source=source)
-        log.info("loading %s from %s on %s", spec.name, holder.source, holder.device)
+        holder.locate()  # before anything else: missing weights end the start in one sentence (WeightsError)
+        log.info("loading %s from %s on %s", spec.name, holder.path, holder.device)
         holder.load()
         log.info("pipeline ready in %.1fs", holder.load_seconds)
         if holder.compile:  # compile here, at the model's default size, so no job pays for it

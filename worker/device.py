@@ -18,22 +18,16 @@ def resolve_device(setting: str) -> str:
 
 
 def source_revision(source: str) -> str:
-    """A stable name for the weights: the hub snapshot's commit, or a fingerprint of a local directory."""
+    """A stable name for weights in a local directory: a fingerprint of its files. (Hub weights are named by their
+    snapshot's commit: models/weights.py.)"""
     path = Path(source)
-    if path.is_dir():
-        digest = hashlib.sha256()
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(str(f.relative_to(path)).encode())
-            size = f.stat().st_size
-            # small files (configs, tiny weights) by content; multi-GB weights by name and size
-            digest.update(f.read_bytes() if size <= 64 * 2**20 else str(size).encode())
-        return "dir-" + digest.hexdigest()[:16]
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(source, local_files_only=True)).name
-    except Exception:  # noqa: BLE001 - revision is a record, not a reason to fail
-        return "unknown"
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(f.relative_to(path)).encode())
+        size = f.stat().st_size
+        # small files (configs, tiny weights) by content; multi-GB weights by name and size
+        digest.update(f.read_bytes() if size <= 64 * 2**20 else str(size).encode())
+    return "dir-" + digest.hexdigest()[:16]
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

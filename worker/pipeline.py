@@ -11,11 +11,13 @@ import time
 import uuid
 from collections.abc import Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
+from models import weights as hub_weights
 from worker.device import (
     attention_processors,
     describe_device,
@@ -61,10 +63,13 @@ class StepHook:
 
 
 class PipelineHolder:
-    def __init__(self, *, model: str, source: str, device: str, memory_mode: MemoryMode = "auto",
-                 budget_bytes: int | None = DEFAULT_BUDGET_BYTES, channels_last: bool = True, compile: bool = False,
-                 compile_mode: str = "default", compile_backend: str = "inductor") -> None:
+    def __init__(self, *, model: str, source: str, device: str, revision_pin: str | None = None,
+                 memory_mode: MemoryMode = "auto", budget_bytes: int | None = DEFAULT_BUDGET_BYTES,
+                 channels_last: bool = True, compile: bool = False, compile_mode: str = "default",
+                 compile_backend: str = "inductor") -> None:
         self.model, self.source = model, source
+        self.revision_pin = revision_pin  # SVDQ_MODEL_<NAME>_REVISION, for a hub id
+        self.path = ""  # the directory the weights load from, once located
         self.device = resolve_device(device)
         self.memory_mode, self.budget_bytes = memory_mode, budget_bytes
         self.channels_last, self.compile = channels_last, compile
@@ -86,7 +91,8 @@ class PipelineHolder:
     @classmethod
     def from_settings(cls, settings: Settings, *, model: str, source: str) -> PipelineHolder:
         budget = int(settings.gpu_memory_budget_gb * GIB) if settings.gpu_memory_budget_gb > 0 else None
-        return cls(model=model, source=source, device=settings.device, memory_mode=settings.memory_mode,
+        return cls(model=model, source=source, device=settings.device,
+                   revision_pin=settings.model_revision(model), memory_mode=settings.memory_mode,
                    budget_bytes=budget, channels_last=settings.channels_last, compile=settings.compile,
                    compile_mode=settings.compile_mode, compile_backend=settings.compile_backend)
 
@@ -98,28 +104,46 @@ class PipelineHolder:
         if self.state != state:
             raise RuntimeError(f"pipeline is {self.state}, expected {state}")
 
+    @property
+    def weights_source(self) -> hub_weights.ModelWeights:
+        return hub_weights.ModelWeights(self.model, self.source, self.revision_pin)
+
+    def locate(self) -> str:
+        """The directory the weights load from: a local one as it is; a hub id's snapshot in the Hugging Face cache,
+        downloaded (the allow-list only, under the cache's lock) when it is not there. Offline and not cached: a
+        WeightsError whose one sentence names the pull to run. No torch here, so that fails in a second."""
+        if not self.path:
+            self.path = str(hub_weights.ensure(self.weights_source, on_wait=log.info))
+        return self.path
+
     def load(self) -> None:
         self._expect(PipelineState.NEW)
         self.state = PipelineState.LOADING
         t0 = time.perf_counter()
         try:
+            path = self.locate()
+            hub = not self.weights_source.local
             import torch
             from diffusers import StableVideoDiffusionPipeline
 
             dtype = torch.float16 if self.cuda else torch.float32
-            kwargs: dict[str, Any] = {"torch_dtype": dtype}
+            # safetensors only: never unpickle a checkpoint
+            kwargs: dict[str, Any] = {"torch_dtype": dtype, "use_safetensors": True}
             pipe = None
-            if dtype == torch.float16:
+            if hub:  # the cache holds the fp16 variant only (models/weights.py ALLOW_PATTERNS); a CPU casts it up
+                pipe = StableVideoDiffusionPipeline.from_pretrained(path, variant=hub_weights.VARIANT, **kwargs)
+            elif dtype == torch.float16:
                 try:
-                    pipe = StableVideoDiffusionPipeline.from_pretrained(self.source, variant="fp16", **kwargs)
+                    pipe = StableVideoDiffusionPipeline.from_pretrained(path, variant=hub_weights.VARIANT, **kwargs)
                 except (OSError, ValueError):
                     pipe = None  # no fp16 variant files: load the full ones and cast
             if pipe is None:
-                pipe = StableVideoDiffusionPipeline.from_pretrained(self.source, **kwargs)
+                pipe = StableVideoDiffusionPipeline.from_pretrained(path, **kwargs)
             pipe.set_progress_bar_config(disable=True)
             self.pipe = pipe.to(self.device)
             self.dtype = str(dtype).removeprefix("torch.")
-            self.revision = source_revision(self.source)
+            commit = hub_weights.snapshot_commit(Path(path)) if hub else None
+            self.revision = commit or source_revision(path)
             self.weights = WeightBytes(*(sum(p.numel() * p.element_size() for p in getattr(pipe, n).parameters())
                                          for n in ("unet", "vae", "image_encoder")))
             # diffusers' default on torch 2 is AttnProcessor2_0 (fused SDPA); say so if something replaced it
@@ -256,7 +280,9 @@ class PipelineHolder:
         import torch
 
         return {
-            "model": self.model, "source": self.source, "revision": self.revision, "dtype": self.dtype,
+            # revision: the snapshot's commit (a directory's fingerprint); revision_pin: what the settings asked for
+            "model": self.model, "source": self.source, "revision": self.revision,
+            "revision_pin": self.revision_pin if not self.weights_source.local else None, "dtype": self.dtype,
             "device": self.device, "device_name": self.device_label, "torch": torch.__version__,
             "diffusers": diffusers.__version__, "pipeline_instance": self.instance_id,
             "pipeline_loads": self.load_count, "pipeline_load_seconds": round(self.load_seconds, 3),

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from models.settings import Settings
+from models.weights import WeightsError
 
 if TYPE_CHECKING:
     from worker.context import WorkerContext
@@ -44,7 +46,11 @@ def run_worker(settings: Settings, *, model: str, gpu: str | None = None, metric
 
     adopt_library_logs()
     app = create_celery(settings)
-    ctx = WorkerContext.load(settings, model, celery=app, gpu=gpu)
+    try:
+        ctx = WorkerContext.load(settings, model, celery=app, gpu=gpu)
+    except WeightsError as exc:  # no weights to load: what to do, in one line, not a traceback
+        print(f"svdq worker: {exc.message}", file=sys.stderr, flush=True)
+        return 2
     register_tasks(app, ctx)
     services = worker_services(ctx, metrics_port=settings.worker_metrics_port if metrics_port is None
                                else metrics_port)
