@@ -20,24 +20,18 @@ from typing import IO, Any, TypeVar
 
 import httpx
 
+from client._errors import SvdqError as SvdqError  # re-exported: the ops raise it
+from client._images import ImageArg as ImageArg  # re-exported: the clients take it
+from client._images import image_file, is_url
 from client.types import Image, Job, Model, Page, Sweep
 
 T = TypeVar("T")
 Op = Generator["Call", Any, T]
 JobRef = Job | str
-ImageArg = str | Path | bytes
 ProgressCallback = Callable[[Job], None]
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # a dropped or refused connection, a timeout: worth another try; a malformed URL or request is not
 RETRY_ERRORS = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
-
-
-class SvdqError(Exception):
-    """An error answer from the API (`status` 4xx/5xx), or one the SDK raises itself (`status` 0)."""
-
-    def __init__(self, status: int, code: str, message: str, details: list[Any] | None = None) -> None:
-        super().__init__(f"{code}: {message}")
-        self.status, self.code, self.message, self.details = status, code, message, details or []
 
 
 @dataclass
@@ -137,26 +131,28 @@ def job_id(job: JobRef) -> str:
 
 
 def upload_image(image: ImageArg) -> Op[Image]:
-    if isinstance(image, bytes):
-        data, name = image, "image"
-    else:
-        try:
-            data, name = Path(image).read_bytes(), Path(image).name
-        except OSError as exc:  # one line for the CLI, not a traceback
-            raise SvdqError(0, "image_unreadable", f"Cannot read the image {str(image)!r}: {exc.strerror or exc}; "
-                            "give the path of a PNG, JPEG or WebP file.") from exc
+    if is_url(image):
+        raise SvdqError(0, "no_image", "upload_image takes the image itself; give a URL to submit or run, "
+                        "which send it as image_url for the server to fetch.")
+    name, data = image_file(image)
     return Image.model_validate((yield Call("POST", "/v1/images", files={"image": (name, data)})))
 
 
 def submit(image: ImageArg | None, image_id: str | None, idempotency_key: str | None,
            spec: dict[str, Any]) -> Op[Job]:
-    """Uploads the image (the same bytes give the same id, so that is safe to repeat), then creates."""
-    if image_id is None:
-        if image is None:
-            raise SvdqError(0, "no_image", "Give an image (a path or bytes) or image_id.")
-        image_id = (yield from upload_image(image)).id
+    """Uploads the image (the same bytes give the same id, so that is safe to repeat), or names its URL, then
+    creates."""
     body = {k: v for k, v in spec.items() if v is not None}
-    return Job.model_validate((yield Call.create("/v1/jobs", idempotency_key, json={**body, "image_id": image_id})))
+    if image_id is None and is_url(image):
+        body["image_url"] = image  # the server fetches it (and refuses private addresses)
+    elif image_id is None:
+        if image is None:
+            raise SvdqError(0, "no_image", "Give an image (a path, an http(s) URL, bytes, a file object or a PIL "
+                            "image) or image_id.")
+        body["image_id"] = (yield from upload_image(image)).id
+    else:
+        body["image_id"] = image_id
+    return Job.model_validate((yield Call.create("/v1/jobs", idempotency_key, json=body)))
 
 
 def get(job: JobRef) -> Op[Job]:
@@ -196,6 +192,10 @@ def finished(job: JobRef) -> Op[Job]:
     """The job, succeeded with a result; read fresh unless the caller already holds that."""
     if not (isinstance(job, Job) and job.result is not None):
         job = yield from get(job)
+    if job.result_expired_at is not None:  # as GET /v1/jobs/{id}/video would answer
+        raise SvdqError(410, "result_expired", f"The result of job {job.id} was deleted on "
+                        f"{job.result_expired_at:%Y-%m-%d %H:%M} UTC, when its retention ran out; rerun the job "
+                        "to render it again.")
     if job.status != "succeeded" or job.result is None:
         raise SvdqError(409, "job_not_finished", f"Job {job.id} is {job.status}; only a succeeded job has a video.")
     return job

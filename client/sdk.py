@@ -15,11 +15,12 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 from client import _http as ops
+from client._errors import JobFailed
 from client._events import Resume
 from client._http import Call, ImageArg, JobRef, Op, ProgressCallback, RetryPolicy, SvdqError, Watch
 from client.types import Image, Job, Model, Page, Sweep
 
-__all__ = ["Client", "Image", "Job", "Model", "Page", "RetryPolicy", "SvdqError", "Sweep"]
+__all__ = ["Client", "Image", "Job", "JobFailed", "Model", "Page", "RetryPolicy", "SvdqError", "Sweep"]
 T = TypeVar("T")
 
 
@@ -73,7 +74,7 @@ class Client:
     def upload_image(self, image: ImageArg) -> Image:
         return self._run(ops.upload_image(image))
 
-    def submit(self, image: ImageArg | None = None, *, image_id: str | None = None, model: str = "tiny",
+    def submit(self, image: ImageArg | None = None, *, image_id: str | None = None, model: str | None = None,
                output: dict[str, Any] | None = None, priority: int | None = None,
                postprocess: dict[str, Any] | None = None, webhook_url: str | None = None, reuse: bool = True,
                idempotency_key: str | None = None, webhook_events_filter: list[str] | None = None,
@@ -82,6 +83,20 @@ class Client:
                 "postprocess": postprocess, "webhook_url": webhook_url, "reuse": reuse,
                 "webhook_events_filter": webhook_events_filter}
         return self._run(ops.submit(image, image_id, idempotency_key, spec))
+
+    def run(self, image: ImageArg | None = None, *, model: str | None = None,
+            output_path: str | Path | None = None, on_progress: ProgressCallback | None = None,
+            timeout: float | None = None, **kwargs: Any) -> Job:
+        """One call, as replicate.run: submits (every `submit` argument and render parameter is taken), waits
+        for the end and answers the succeeded job, its video saved to `output_path` (and checked) when given.
+        A job that ended failed or canceled raises JobFailed, which carries the job. `model=None` is the
+        server's default model (GET /v1/models names it)."""
+        job = self.wait(self.submit(image, model=model, **kwargs), on_progress=on_progress, timeout=timeout)
+        if job.status != "succeeded":
+            raise JobFailed(job)
+        if output_path is not None:
+            self.download(job, output_path)
+        return job
 
     def get(self, job: JobRef) -> Job:
         return self._run(ops.get(job))

@@ -121,7 +121,7 @@ def test_an_image_file_it_cannot_read_is_one_error_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.splitlines() == [f"error: image_unreadable: Cannot read the image {str(path)!r}: "
                                 f"{'No such file or directory' if what == 'missing' else 'Is a directory'}; "
-                                "give the path of a PNG, JPEG or WebP file."]
+                                "give the path of a PNG, JPEG or WebP file, or an http(s) URL."]
 
 
 def test_export_wandb_of_an_unknown_sweep_is_one_error_line_and_exit_4(sqlite_stack: Stack) -> None:
