@@ -190,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_key_commands(sub)
 
+    from client.model_commands import add_model_commands
+
+    add_model_commands(sub)
+
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
@@ -251,9 +255,10 @@ def missing_extra(module: str | None) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from client.commands import sweep_argv
     from client.sdk import SvdqError
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(sweep_argv(sys.argv[1:] if argv is None else argv))
     try:
         rc: int = args.fn(args)
     except ModuleNotFoundError as exc:
