@@ -8,6 +8,7 @@
 - `machine`: what machine a run is on;
 - `images`: the sample image;
 - `webhooks`: a local webhook receiver;
+- `hub`: a stand-in Hugging Face hub serving repositories from memory (`svdq models pull` without the internet);
 - `stack`: a whole svdq system (API, workers, migrated database, storage) on loopback.
 """
 
