@@ -40,9 +40,9 @@ def weights_guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argpar
 
 @guarded
 def cmd_models_remote(args: argparse.Namespace) -> int:
-    from client.sdk import Client
+    from client import commands
 
-    with Client() as c:
+    with commands._client() as c:  # the user commands' one client (SVDQ_API_URL, SVDQ_API_KEY)
         models = c.models()
     if args.json:
         print(json.dumps([m.model_dump(mode="json") for m in models], indent=2))

@@ -6,6 +6,7 @@ started offline without its weights."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import subprocess
@@ -258,8 +259,6 @@ def test_models_list_shows_each_models_source_pin_and_whether_the_cache_has_it(
     assert after.stdout.splitlines()[-1].startswith(f"hub cache: {tmp_path / 'hub'} ")
 
     listed = svdq("models", "list", "--json", env={**env, "HF_HUB_OFFLINE": "1"})
-    import json
-
     row = next(r for r in json.loads(listed.stdout) if r["name"] == "svd-xt")
     assert row == {"name": "svd-xt", "source": REPO, "revision": "v1.0",
                    "revision_variable": "SVDQ_MODEL_SVD_XT_REVISION", "cached": True, "commit": pinned,
@@ -312,3 +311,37 @@ def test_every_hub_model_has_its_revision_setting_and_an_empty_one_pins_nothing(
     pinned = Settings(model_svd_xt_revision="v1.0", model_svd_revision="")
     assert (pinned.model_revision("svd-xt"), pinned.model_revision("svd"), pinned.model_revision("tiny")) == \
         ("v1.0", None, None)
+
+
+def test_svdq_models_prints_what_the_servers_v1_models_says(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import httpx
+
+    from client import commands
+    from client.cli import main
+    from client.sdk import Client
+
+    answer = [{"name": "svd-xt", "description": "SVD-XT img2vid", "source": REPO, "workers_ready": 2},
+              {"name": "tiny", "description": "random weights", "source": "built-in (random weights)"}]
+    seen: list[str] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(200, json=answer)
+
+    def scripted(handler: Any) -> None:
+        monkeypatch.setattr(commands, "_client",
+                            lambda: Client("http://svdq.test", "k", retries=0, transport=httpx.MockTransport(handler)))
+
+    scripted(serve)
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert seen == ["/v1/models"]
+    assert lines[0].split() == ["svd-xt", "2", "ready", REPO, "SVD-XT", "img2vid"]
+    assert lines[1].split()[:3] == ["tiny", "0", "ready"]
+    assert main(["models", "--json"]) == 0
+    assert [m["name"] for m in json.loads(capsys.readouterr().out)] == ["svd-xt", "tiny"]
+    # an error answer: the user commands' one-line error and exit code
+    scripted(lambda _: httpx.Response(401, json={"error": {"code": "unauthorized", "message": "bad key"}}))
+    assert main(["models"]) == commands.EXIT_REFUSED
+    assert capsys.readouterr().err.startswith("error: unauthorized: bad key")
