@@ -1,8 +1,9 @@
 """`GET /metrics` (Prometheus text, no auth, not in the OpenAPI schema) and the request middleware.
 
-A scrape reads the shared state fresh: jobs by status and model (one GROUP BY), queue depth per model
-queue and ready workers (Redis), and the job-time histograms the workers keep in Redis (see
-models/job_times.py for why they live there). Request latency is this replica's own, in its own registry.
+A scrape reads the shared state fresh: finished-job counters and the queued and running jobs by model
+(the database, without scanning the jobs table: models/job_counts.py), queue depth per model queue and ready
+workers (Redis), and the job-time histograms the workers keep in Redis (see models/job_times.py for why they
+live there). Request latency is this replica's own, in its own registry.
 A family whose source is down is left out of the scrape (logged once per outage), never a 500."""
 
 from __future__ import annotations
@@ -14,18 +15,17 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.state import AppState
+from models.job_counts import finished_totals, open_counts
 from models.job_times import JOB_BUCKETS, QUEUE_WAIT, RENDER, cumulative, job_histogram_key
 from models.logs import current_request
 from models.queue import broker_lists, queue_name
 from models.registry import REGISTRY
-from models.status import JobStatus
-from models.tables import Job
+from models.status import TERMINAL, JobStatus
 
 log = logging.getLogger("svdq.api.metrics")
 
@@ -73,15 +73,22 @@ class ServiceCollector(Collector):
         return sorted(set(REGISTRY) | set(seen))
 
     def _jobs(self) -> Iterator[Metric]:
+        # two small reads, neither over the whole jobs table (models/job_counts.py says why each is correct)
         with self.state.sessions() as session:
-            rows = session.execute(select(Job.status, Job.model, func.count()).group_by(Job.status, Job.model)).all()
-        counts = {(status, model): n for status, model, n in rows}
-        g = GaugeMetricFamily("svdq_jobs", "Jobs by status and model", labels=["status", "model"])
-        # every status of every model, zeros included, so a series never vanishes when its last job moves on
-        for model in self._models(m for _, m in counts):
-            for status in JobStatus:
-                g.add_metric([status.value, model], counts.get((status.value, model), 0))
-        yield g
+            finished, open_now = finished_totals(session), open_counts(session)
+        c = CounterMetricFamily("svdq_jobs_finished", "Jobs that ended, by model and terminal status",
+                                labels=["model", "status"])
+        # every series of every model, zeros included, so none appears only once its first job moves
+        for model in self._models(m for m, _ in finished):
+            for status in sorted(TERMINAL):
+                c.add_metric([model, status.value], finished.get((model, status.value), 0))
+        yield c
+        for status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            g = GaugeMetricFamily(f"svdq_jobs_{status.value}", f"Jobs {status.value} now, by model",
+                                  labels=["model"])
+            for model in self._models(m for m, _ in open_now):
+                g.add_metric([model], open_now.get((model, status.value), 0))
+            yield g
 
     def _queue_depth(self) -> Iterator[Metric]:
         models = self._models()

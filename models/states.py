@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
+from models.job_counts import count_finished
 from models.status import TERMINAL, JobStatus
 from models.tables import Job, utcnow
 
@@ -48,10 +49,17 @@ REAP_FAILED = Move(JobStatus.RUNNING, JobStatus.FAILED)
 
 
 def _move(session: Session, move: Move, job_id: str, *guards: ColumnElement[bool], values: dict[str, Any]) -> bool:
-    res = session.execute(update(Job).where(Job.id == job_id, Job.status == move.src, *guards)
-                          .values(status=move.dst, **values))
+    stmt = update(Job).where(Job.id == job_id, Job.status == move.src, *guards).values(status=move.dst, **values)
+    if move.dst not in TERMINAL:
+        res = session.execute(stmt)
+        session.commit()
+        return bool(res.rowcount)  # type: ignore[attr-defined]
+    # the winner of the move to a terminal status counts it, in the same transaction (models/job_counts.py)
+    model = session.execute(stmt.returning(Job.model)).scalar_one_or_none()
+    if model is not None:
+        count_finished(session, model=model, status=move.dst, job_id=job_id)
     session.commit()
-    return bool(res.rowcount)  # type: ignore[attr-defined]
+    return model is not None
 
 
 def _keep(session: Session, status: JobStatus, job_id: str, *guards: ColumnElement[bool],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -71,6 +71,8 @@ class Job(Base):
         Index("ix_jobs_status_model", "status", "model"),
         Index("ix_jobs_queue", "model", "status", "priority", "created_at"),
         Index("ix_jobs_owner_status", "owner_id", "status"),
+        # the retention pass: succeeded jobs whose result is still stored, oldest first (worker/retention.py)
+        Index("ix_jobs_result_expiry", "status", "result_expired_at", "finished_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -102,13 +104,16 @@ class Job(Base):
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # sha256 of image bytes, model, resolved params (seed included), output and postprocess
     fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
-    reused_from: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # indexed: the retention pass keeps a result while a job that reused it is recent
+    reused_from: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     rerun_of: Mapped[str | None] = mapped_column(String(40), nullable=True)
     # a transient failure puts the job back in the queue, to run again no earlier than this
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # for a sweep's cell: its swept values ({"motion_bucket_id": 180}) and its place in axis order
     sweep_cell: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     sweep_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # when the retention pass deleted the result's objects (SVDQ_RESULT_RETENTION_S); `result` stays as the record
+    result_expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class IdempotencyKey(Base):
@@ -118,7 +123,21 @@ class IdempotencyKey(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     resource_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # indexed: the retention pass deletes keys older than SVDQ_IDEMPOTENCY_RETENTION_S
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class JobCounter(Base):
+    """Jobs that reached each terminal status, per model: the source of `svdq_jobs_finished_total`. Added to in the
+    transaction that makes a job terminal (models/job_counts.py), never taken from, so it only rises. A few rows
+    (shards) per (model, status) keep concurrent finishers from queueing on one row lock."""
+
+    __tablename__ = "job_counters"
+
+    model: Mapped[str] = mapped_column(String(40), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Sweep(Base):
@@ -140,9 +159,12 @@ class Sweep(Base):
 
 
 class SweepGrid(Base):
-    """One comparison video per image of a sweep: pending -> composing -> done | failed."""
+    """One comparison video per image of a sweep: pending -> composing -> done | failed; done -> expired when the
+    retention pass deleted its objects."""
 
     __tablename__ = "sweep_grids"
+    # the retention pass: composed grids, oldest first (worker/retention.py)
+    __table_args__ = (Index("ix_sweep_grids_status_updated", "status", "updated_at"),)
 
     sweep_id: Mapped[str] = mapped_column(ForeignKey("sweeps.id"), primary_key=True)
     image_id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -22,9 +22,9 @@ RUNBOOK = ROOT / "ops" / "README.md"
 # The metric names are fixed (API /metrics and the worker exporter); this list is the contract.
 HISTOGRAMS = {"svdq_job_queue_wait_seconds", "svdq_job_render_seconds", "svdq_http_request_duration_seconds",
               "svdq_worker_step_seconds"}
-METRICS = HISTOGRAMS | {"svdq_jobs", "svdq_queue_depth", "svdq_workers_ready", "svdq_worker_renders_total",
-                        "svdq_worker_failures_total", "svdq_worker_peak_gpu_memory_bytes",
-                        "svdq_worker_model_load_seconds", "svdq_worker_busy"}
+METRICS = HISTOGRAMS | {"svdq_jobs_finished_total", "svdq_jobs_queued", "svdq_jobs_running", "svdq_queue_depth",
+                        "svdq_workers_ready", "svdq_worker_renders_total", "svdq_worker_failures_total",
+                        "svdq_worker_peak_gpu_memory_bytes", "svdq_worker_model_load_seconds", "svdq_worker_busy"}
 # Grafana's own variables, replaced by values of the same type before parsing
 GRAFANA_VARS = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
 
@@ -62,9 +62,9 @@ def alert_rules() -> list[dict[str, Any]]:
 def test_metric_names_reads_selectors_not_text() -> None:
     assert metric_names('histogram_quantile(0.9, sum by (le) (rate(svdq_job_render_seconds_bucket[5m])))') == {
         "svdq_job_render_seconds"}
-    assert metric_names('sum(svdq_jobs{status="svdq_fake"}) / up') == {"svdq_jobs", "up"}
+    assert metric_names('sum(svdq_jobs_queued{model="svdq_fake"}) / up') == {"svdq_jobs_queued", "up"}
     with pytest.raises(ValueError):
-        metric_names("sum(rate(svdq_jobs[5m])")
+        metric_names("sum(rate(svdq_jobs_finished_total[5m])")
 
 
 def test_there_is_a_dashboard() -> None:

@@ -1,8 +1,8 @@
 """Every path by which a job ends runs the one aftermath (models/lifecycle.py): a worker's success and failure,
 the cancel of a queued job, a sweep cancel, the reaper failing a dead job, a result reused at submit, a queue
 that refuses the job. For each, in-process against a real database and the real entry point of that path: the
-job's webhook event is recorded, and when it was its image's last open sweep cell the comparison grid is
-requested at once (not at the next maintenance pass)."""
+job's webhook event is recorded, it is counted once in svdq_jobs_finished_total's counters, and when it was its
+image's last open sweep cell the comparison grid is requested at once (not at the next maintenance pass)."""
 
 from __future__ import annotations
 
@@ -24,13 +24,14 @@ from api.state import AppState
 from models.db import create_db_engine, create_session_factory, session_scope
 from models.events import JobSignals
 from models.images import clean_image
+from models.job_counts import finished_totals
 from models.keys import store_key
 from models.lifecycle import Effects
 from models.migrate import upgrade
 from models.params import resolve_params
 from models.presence import presence_key
 from models.registry import REGISTRY
-from models.requests import SweepSpec
+from models.requests import JobCreate, SweepSpec
 from models.settings import Settings
 from models.storage import image_key, open_store
 from models.tables import ApiKey, Image, Job, Sweep, SweepGrid, WebhookDelivery, utcnow
@@ -172,39 +173,58 @@ def status_of(w: World, job_id: str) -> str:
         return job.status
 
 
+def finished(w: World) -> dict[str, int]:
+    """The tiny model's finished-job counters, by status."""
+    with w.sessions() as s:
+        return {status: n for (model, status), n in finished_totals(s).items() if model == "tiny"}
+
+
+def rose(before: dict[str, int], w: World) -> dict[str, int]:
+    after = finished(w)
+    return {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+
+
 def test_a_worker_success_that_ends_an_images_last_cell_requests_its_grid_at_once(w: World) -> None:
     image = stored_image(w)
     sweep_id, (first, last) = sweep_of(w, image, 2)
+    before = finished(w)
     # When the worker renders the first cell, Then the image still has an open cell: no grid yet
     assert run_render(w.ctx, first).label == "succeeded"
     assert w.sent.grids == [] and events_of(w, first) == ["job.succeeded"]
     # When it renders the last one, Then the grid is requested right away
     assert run_render(w.ctx, last).label == "succeeded"
     assert grid_requested(w, sweep_id, image) and events_of(w, last) == ["job.succeeded"]
+    assert rose(before, w) == {"succeeded": 2}
 
 
 def test_a_worker_failure_requests_the_grid(w: World) -> None:
     image = stored_image(w, color=(10, 200, 10), keep=False)  # its bytes are gone: the render fails
     sweep_id, (cell,) = sweep_of(w, image, 1)
+    before = finished(w)
     assert run_render(w.ctx, cell).label == "failed:image_missing"
     assert grid_requested(w, sweep_id, image) and events_of(w, cell) == ["job.failed"]
+    assert rose(before, w) == {"failed": 1}
 
 
 def test_canceling_a_queued_cell_requests_the_grid(w: World) -> None:
     image = stored_image(w)
     sweep_id, (cell,) = sweep_of(w, image, 1)
+    before = finished(w)
     with w.sessions() as s:
         job, outcome = jobs.cancel_job(state=w.state, session=s, key=key_of(w), job_id=cell)
     assert outcome == "canceled" and job.status == "canceled"
     assert grid_requested(w, sweep_id, image) and events_of(w, cell) == ["job.canceled"]
+    assert rose(before, w) == {"canceled": 1}
 
 
 def test_canceling_a_sweep_requests_each_grid_whose_cells_all_ended(w: World) -> None:
     image = stored_image(w)
     sweep_id, cells = sweep_of(w, image, 3)
+    before = finished(w)
     with w.sessions() as s:
         sweeps.cancel_sweep(state=w.state, session=s, key=key_of(w), sweep_id=sweep_id)
     assert [status_of(w, c) for c in cells] == ["canceled"] * 3
+    assert rose(before, w) == {"canceled": 3}
     assert grid_requested(w, sweep_id, image) and w.sent.grids.count((sweep_id, image, "tiny")) == 1
 
 
@@ -213,9 +233,11 @@ def test_the_reaper_failing_a_dead_cell_requests_the_grid(w: World) -> None:
     # Given a cell whose worker died on its last allowed attempt (its lease ran out)
     sweep_id, (cell,) = sweep_of(w, image, 1, status="running", worker="tiny-cpu-w1@gone", attempts=1,
                                  lease_expires_at=utcnow() - timedelta(seconds=5))
+    before = finished(w)
     with w.sessions() as s:
         counts = reap(s, fx=w.state.fx, max_attempts=1)
     assert counts["failed"] == 1 and status_of(w, cell) == "failed"
+    assert rose(before, w) == {"failed": 1}
     assert grid_requested(w, sweep_id, image) and events_of(w, cell) == ["job.failed"]
 
 
@@ -233,6 +255,7 @@ def test_a_sweep_whose_cells_are_all_reused_requests_its_grid_at_submit(w: World
             for job in s2.scalars(select(Job).where(Job.sweep_id == first.id)):
                 job.status, job.result, job.runtime = "succeeded", {"video_key": "x"}, {"revision": "r1"}
         w.sent.grids.clear()
+        before = finished(w)
         # When the same study is sent again
         again = sweeps.create_sweep(state=w.state, session=s, key=key, spec=spec, uploads=[])
     # Then every cell finished at once from the stored results, and the grid was requested at submit
@@ -242,6 +265,28 @@ def test_a_sweep_whose_cells_are_all_reused_requests_its_grid_at_submit(w: World
     assert [j.status for j in reused] == ["succeeded"] and reused[0].reused_from == source
     assert reused[0].id not in [args[0] for args in w.sent.renders]  # nothing to render
     assert grid_requested(w, again.id, image)
+    assert rose(before, w) == {"succeeded": 1}  # the reused cell, counted with the study's commit
+
+
+def test_a_job_reused_at_submit_is_counted_with_its_insert(w: World) -> None:
+    image = stored_image(w, color=(90, 30, 160))
+    spec = JobCreate.model_validate({"model": "tiny", "image_id": image, "params": {**QUICK, "seed": 11}})
+    key = key_of(w)
+    w.redis.set(presence_key("tiny", "tiny-cpu-w3@here"), json.dumps({"name": "tiny-cpu-w3@here", "revision": "r2"}),
+                ex=60)
+    with w.sessions() as s:
+        first = jobs.submit_job(state=w.state, session=s, key=key, spec=spec, data=None, idem_key=None).job
+        with session_scope(w.sessions) as s2:
+            done = s2.get(Job, first.id)
+            assert done is not None
+            done.status, done.result, done.runtime = "succeeded", {"video_key": "x"}, {"revision": "r2"}
+        w.state.revisions.put("tiny", frozenset({"r2"}))
+        before = finished(w)
+        # When the same job is sent again
+        again = jobs.submit_job(state=w.state, session=s, key=key, spec=spec, data=None, idem_key=None).job
+    # Then it ended at once from the stored result, and the counters have it
+    assert again.status == "succeeded" and again.reused_from == first.id
+    assert rose(before, w) == {"succeeded": 1}
 
 
 def test_a_job_the_queue_refuses_fails_and_requests_the_grid(w: World) -> None:
@@ -250,6 +295,7 @@ def test_a_job_the_queue_refuses_fails_and_requests_the_grid(w: World) -> None:
                                      "params": {**QUICK, "seed": 3}, "axes": {"motion_bucket_id": [30]},
                                      "reuse": False})
     w.sent.refuse = True
+    before = finished(w)
     with w.sessions() as s, pytest.raises(ApiError) as refused:
         sweeps.create_sweep(state=w.state, session=s, key=key_of(w), spec=spec, uploads=[])
     assert refused.value.status == 503 and refused.value.code == "queue_unavailable"
@@ -258,3 +304,4 @@ def test_a_job_the_queue_refuses_fails_and_requests_the_grid(w: World) -> None:
         (job,) = s.scalars(select(Job).where(Job.sweep_id == sweep_id)).all()
         assert job.status == "failed" and job.error_code == "queue_unavailable"
     assert grid_requested(w, sweep_id, image)
+    assert rose(before, w) == {"failed": 1}

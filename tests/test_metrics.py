@@ -1,6 +1,6 @@
-"""The API's GET /metrics against a real stack (API + worker + a private Redis, tiny model): job gauges,
-queue depth, the worker-fed job-time histograms and request latency move as jobs do; an outage of its
-sources drops families, never the scrape."""
+"""The API's GET /metrics against a real stack (API + worker + a private Redis, tiny model): the queued and
+running gauges and the finished-job counters, queue depth, the worker-fed job-time histograms and request
+latency move as jobs do; an outage of its sources drops families, never the scrape."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def metrics_stack(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) ->
 
 def test_metrics_move_as_jobs_succeed_and_are_canceled_while_running_and_while_queued(metrics_stack: Stack) -> None:
     s = metrics_stack
-    jobs, tiny, queue = "svdq_jobs", {"model": "tiny"}, {"queue": "render.tiny"}
+    ended, tiny, queue = "svdq_jobs_finished_total", {"model": "tiny"}, {"queue": "render.tiny"}
     before = scrape(s.client)
     assert value(before, "svdq_workers_ready", **tiny) == 1
     assert value(before, "svdq_queue_depth", **queue) == 0
@@ -82,8 +82,8 @@ def test_metrics_move_as_jobs_succeed_and_are_canceled_while_running_and_while_q
 
     # Then the scrape sees one running, two queued, and both messages in the model's Redis queue
     during = scrape(s.client)
-    assert delta(during, before, jobs, status="running", **tiny) == 1
-    assert delta(during, before, jobs, status="queued", **tiny) == 2
+    assert delta(during, before, "svdq_jobs_running", **tiny) == 1
+    assert delta(during, before, "svdq_jobs_queued", **tiny) == 2
     assert value(during, "svdq_queue_depth", **queue) == 2
 
     # When the queued one and the running one are canceled and the quick one succeeds
@@ -97,12 +97,13 @@ def test_metrics_move_as_jobs_succeed_and_are_canceled_while_running_and_while_q
     while value(after := scrape(s.client), "svdq_queue_depth", **queue) and time.monotonic() < deadline:
         time.sleep(0.1)
 
-    # Then the job gauges, the queue and the histograms moved exactly as the jobs did
+    # Then the job series, the queue and the histograms moved exactly as the jobs did
     assert value(after, "svdq_queue_depth", **queue) == 0
-    assert delta(after, before, jobs, status="succeeded", **tiny) == 1
-    assert delta(after, before, jobs, status="canceled", **tiny) == 2
-    assert delta(after, before, jobs, status="queued", **tiny) == 0
-    assert delta(after, before, jobs, status="running", **tiny) == 0
+    assert delta(after, before, ended, status="succeeded", **tiny) == 1
+    assert delta(after, before, ended, status="canceled", **tiny) == 2
+    assert delta(after, before, ended, status="failed", **tiny) == 0
+    assert delta(after, before, "svdq_jobs_queued", **tiny) == 0
+    assert delta(after, before, "svdq_jobs_running", **tiny) == 0
     # two jobs started and ended on the worker; the one canceled in the queue never started
     for hist in ("svdq_job_queue_wait_seconds", "svdq_job_render_seconds"):
         assert delta(after, before, hist + "_count", **tiny) == 2
@@ -147,7 +148,7 @@ def test_a_scrape_with_redis_down_and_no_jobs_table_answers_with_what_it_can(
     for samples in (first, second):
         names = {name for name, _ in samples}
         assert "svdq_http_request_duration_seconds_count" in names
-        assert not names & {"svdq_jobs", "svdq_queue_depth", "svdq_workers_ready",
+        assert not names & {"svdq_jobs_finished_total", "svdq_jobs_queued", "svdq_queue_depth", "svdq_workers_ready",
                             "svdq_job_render_seconds_count"}
     assert value(second, "svdq_http_request_duration_seconds_count", method="GET", route="/metrics",
                  status="200") == 1

@@ -17,9 +17,10 @@ from api.services.images import fetch_url, get_image, store_image
 from api.services.plans import JobPlan, fingerprint, plan_job
 from api.state import AppState
 from models import lifecycle
+from models.job_counts import count_finished
 from models.presence import ready_workers
 from models.requests import JobCreate, JobSpec
-from models.status import JobStatus
+from models.status import TERMINAL, JobStatus
 from models.tables import ApiKey, Image, Job, utcnow
 
 log = logging.getLogger("svdq.api")
@@ -84,6 +85,11 @@ def insert_job(session: Session, job: Job) -> None:
     instead of BEGIN, INSERT and COMMIT, for about half the API's CPU. Otherwise it joins the session's
     transaction and commits with it, all or nothing."""
     row = {c.key: v for c in JOBS.columns if (v := getattr(job, c.key)) is not None}
+    if job.status in TERMINAL:  # born ended (a reused result): counted in its INSERT's transaction
+        session.execute(_INSERT_JOB, row)
+        count_finished(session, model=job.model, status=job.status, job_id=job.id)
+        session.commit()
+        return
     if session.in_transaction():
         session.execute(_INSERT_JOB, row)
         session.commit()

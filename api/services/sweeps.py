@@ -17,6 +17,7 @@ from api.services.plans import JobPlan, cell_params, model_spec, plan_postproces
 from api.state import AppState
 from models import lifecycle
 from models import sweeps as sw
+from models.job_counts import count_finished
 from models.keys import limits_for
 from models.params import FieldError, RenderParams, resolve_output, resolve_params
 from models.requests import MAX_VALUES_PER_AXIS, SweepSpec
@@ -113,6 +114,10 @@ def create_sweep(*, state: AppState, session: Session, key: ApiKey, spec: SweepS
                           sweep_cell=combo, sweep_index=index)
             session.add(job)
             jobs.append(job)
+    reused = [job for job in jobs if job.status in TERMINAL]
+    for status in sorted({job.status for job in reused}):  # born ended: counted with the study's own commit
+        count_finished(session, model=model, status=status, job_id=sweep.id,
+                       n=sum(job.status == status for job in reused))
     session.commit()  # the whole study exists, or none of it
     lifecycle.grids_due(session, sweep, state.fx)  # images whose every cell was reused
     for job in jobs:
