@@ -1,6 +1,6 @@
 """Idempotency-Key on creating POSTs: the same key and body return the first result; the same key with
-another body is a conflict. A unique (owner, key) row makes concurrent duplicates safe: one inserts, the
-others wait for its result."""
+another body is a conflict; a key older than SVDQ_IDEMPOTENCY_RETENTION_S is forgotten (models/retention.py).
+A unique (owner, key) row makes concurrent duplicates safe: one inserts, the others wait for its result."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
+from models.retention import cutoff
 from models.tables import IdempotencyKey, utcnow
 
 WAIT_S = 15.0
@@ -23,8 +24,9 @@ def request_hash(doc: Any) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def claim(session: Session, *, owner_id: str, key: str, digest: str) -> str | None:
-    """None: this request owns the key and must create the resource. Otherwise the id created before."""
+def claim(session: Session, *, owner_id: str, key: str, digest: str, retention_s: float = 0) -> str | None:
+    """None: this request owns the key and must create the resource. Otherwise the id created before. A key older
+    than `retention_s` (0: none is) is forgotten here, whether or not the maintenance pass deleted it yet."""
     session.add(IdempotencyKey(owner_id=owner_id, key=key, request_hash=digest, created_at=utcnow()))
     try:
         session.commit()
@@ -35,7 +37,15 @@ def claim(session: Session, *, owner_id: str, key: str, digest: str) -> str | No
     while True:
         row = session.get(IdempotencyKey, (owner_id, key), populate_existing=True)
         if row is None:  # the first request failed and let the key go: take it over
-            return claim(session, owner_id=owner_id, key=key, digest=digest)
+            return claim(session, owner_id=owner_id, key=key, digest=digest, retention_s=retention_s)
+        before = cutoff(retention_s)
+        if before is not None and row.created_at < before and row.resource_id is not None:
+            # expired: forgotten, as if the pass had deleted it (of racing requests one deletes, one inserts)
+            session.execute(delete(IdempotencyKey).where(IdempotencyKey.owner_id == owner_id,
+                                                         IdempotencyKey.key == key, IdempotencyKey.created_at < before,
+                                                         IdempotencyKey.resource_id.is_not(None)))
+            session.commit()
+            return claim(session, owner_id=owner_id, key=key, digest=digest, retention_s=retention_s)
         if row.request_hash != digest:
             raise ApiError(409, "idempotency_conflict", "This Idempotency-Key was used with a different request "
                            "body; use a new key for a new request.")

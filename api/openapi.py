@@ -24,6 +24,7 @@ ERRORS = {
     401: "The API key is missing, malformed or revoked.",
     404: "No such object for this key.",
     409: "The object is in a state that does not allow this.",
+    410: "The stored result was deleted when its retention ran out (result_expired; SVDQ_RESULT_RETENTION_S).",
     413: "The body or upload is over the size limit.",
     415: "The body is not of a content type this route takes, or the upload is not a PNG, JPEG or WebP image.",
     422: "A field is invalid; `details` names each one.",

@@ -62,6 +62,9 @@ class Job(ApiModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     result: JobResult | None = None
+    # set once the retention pass deleted the result's objects (SVDQ_RESULT_RETENTION_S): `result` is null then,
+    # and the video and poster answer 410 result_expired
+    result_expired_at: datetime | None = None
     error: ErrorInfo | None = None
     reused_from: str | None = None
     rerun_of: str | None = None

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     lease_s: float = 60.0  # a running job's hold; renewed every lease_s/4 while its worker lives
     maintenance_interval_s: float = 10.0  # reaper + reconciler pass
     reconcile_after_s: float = 10.0  # a queued job this old that Redis lacks is enqueued again
+    # retention (worker/retention.py, run by the maintenance pass); 0: keep forever. An Idempotency-Key dedups
+    # retries this long after its first request; a job's video and poster (and a sweep's grids) are deleted this
+    # long after the job (the sweep, and every job that reused the result) ended, and the job says so
+    idempotency_retention_s: float = Field(default=24 * 3600, ge=0)
+    result_retention_s: float = Field(default=7 * 24 * 3600, ge=0)
     db_retry_s: float = 300.0  # a finished render retries its status write this long through a DB outage
     shutdown_grace_s: float = 60.0  # on SIGTERM, the running render gets this long before it is handed back
     worker_metrics_port: int = 9101  # the worker's Prometheus exporter (`svdq worker --metrics-port`); 0: off

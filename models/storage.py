@@ -26,6 +26,7 @@ class ResultStore(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
+    def delete_many(self, keys: list[str]) -> None: ...
     def presigned_url(self, key: str, content_type: str | None = None) -> str | None: ...
     def check(self) -> None: ...
     def local_path(self, key: str) -> Path | None: ...
@@ -66,6 +67,11 @@ class LocalStore:
 
     def exists(self, key: str) -> bool:
         return self.local_path(key).is_file()
+
+    def delete_many(self, keys: list[str]) -> None:
+        """Removes each object; one already gone is not an error."""
+        for key in keys:
+            self.local_path(key).unlink(missing_ok=True)
 
     def presigned_url(self, key: str, content_type: str | None = None) -> str | None:
         return None  # the API serves local objects itself
@@ -125,6 +131,18 @@ class S3Store:
         except ObjectMissing:
             return False
         return True
+
+    def delete_many(self, keys: list[str]) -> None:
+        """Removes each object (DeleteObjects, up to 1000 a request); one already gone is not an error. Raises
+        StorageError when any key was not deleted, so the caller keeps its record and tries again."""
+        for start in range(0, len(keys), 1000):
+            chunk = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
+            answer = self._call("delete_objects", Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+            failed = answer.get("Errors") or []
+            if failed:
+                first = failed[0]
+                raise StorageError(f"S3 delete_objects left {len(failed)} objects, first {first.get('Key')}: "
+                                   f"{first.get('Code')} {first.get('Message', '')}".rstrip())
 
     def presigned_url(self, key: str, content_type: str | None = None) -> str | None:
         params: dict[str, str] = {"Bucket": self.bucket, "Key": self._key(key)}

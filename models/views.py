@@ -70,7 +70,7 @@ def job_view(job: Any, *, store: LocalStore | S3Store, base_url: str, position: 
     total = job.progress_total or job.params.get("num_inference_steps", 0)
     step = total if job.status == JobStatus.SUCCEEDED else job.progress_step
     result = None
-    if job.status == JobStatus.SUCCEEDED and job.result:
+    if job.status == JobStatus.SUCCEEDED and job.result and job.result_expired_at is None:
         r = job.result
         own = f"{base_url}/v1/jobs/{job.id}"
         result = schemas.JobResult(
@@ -89,6 +89,7 @@ def job_view(job: Any, *, store: LocalStore | S3Store, base_url: str, position: 
         attempts=job.attempts, worker=job.worker, sweep_id=job.sweep_id, sweep_cell=job.sweep_cell,
         sweep_index=job.sweep_index, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, result=result, error=error, runtime=job.runtime,
+        result_expired_at=job.result_expired_at,
         cancel_requested=job.cancel_requested_at is not None, reused_from=job.reused_from, rerun_of=job.rerun_of,
         webhook_events_filter=event_filter(job.webhook_events))
 

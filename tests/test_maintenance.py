@@ -15,6 +15,7 @@ from models.events import JobSignals
 from models.keys import store_key
 from models.lifecycle import Effects
 from models.migrate import upgrade
+from models.storage import LocalStore
 from models.tables import Image, Job, utcnow
 from worker.maintenance import Maintenance, reap, reconcile
 
@@ -86,11 +87,11 @@ def test_the_reaper_requeues_dead_leases_leaves_live_ones_and_fails_poison_jobs(
         assert "3 attempts" in (poison.error_message or "") and "tiny-w3@a" in (poison.error_message or "")
 
 
-def test_one_maintenance_pass_runs_at_a_time_across_workers(db, signals) -> None:  # type: ignore[no-untyped-def]
+def test_one_maintenance_pass_runs_at_a_time_across_workers(db, signals, tmp_path) -> None:  # type: ignore[no-untyped-def]
     add_job(db, "job_q")
     fx = Effects(signals=signals, enqueue=lambda *a: None, enqueue_grid=lambda *a: None)
-    m = Maintenance(sessions=db, fx=fx, max_attempts=3, interval_s=1,
-                    reconcile_after_s=1)
+    m = Maintenance(sessions=db, fx=fx, max_attempts=3, interval_s=1, reconcile_after_s=1,
+                    store=LocalStore(tmp_path / "results"), idempotency_retention_s=0, result_retention_s=0)
     signals.redis.set(Maintenance.LOCK, "someone-else", ex=30)
     assert m.run_once() == {}  # another worker holds the pass
     signals.redis.delete(Maintenance.LOCK)

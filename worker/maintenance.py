@@ -1,7 +1,8 @@
 """The reaper and the reconciler: periodic passes that keep the promise "every accepted job ends in exactly
-one terminal state" when workers die or Redis forgets. Every worker runs them as a start/stop service
-(worker/process.py); a Redis lock makes one pass run at a time across the fleet, and every change they make is
-a conditional update, so a pass that runs twice does no harm. What follows a reaped job is models/lifecycle.py's."""
+one terminal state" when workers die or Redis forgets; the same pass enforces retention (worker/retention.py).
+Every worker runs them as a start/stop service (worker/process.py); a Redis lock makes one pass run at a time
+across the fleet, and every change they make is a conditional update, so a pass that runs twice does no harm.
+What follows a reaped job is models/lifecycle.py's."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from models.events import queue_key, queue_score
 from models.lifecycle import Effects, job_ended, requeued
 from models.states import reclaim_expired
 from models.status import JobStatus
+from models.storage import LocalStore, S3Store
 from models.sweeps import pending_grids
 from models.tables import Job, utcnow
+from worker.retention import expire_grids, expire_idempotency_keys, expire_results
 
 log = logging.getLogger("svdq.maintenance")
 
@@ -79,16 +82,19 @@ def reconcile(session: Session, *, fx: Effects, older_than_s: float) -> int:
 
 
 class Maintenance:
-    """Runs reap + reconcile every `interval` seconds in a daemon thread, one pass fleet-wide at a time."""
+    """Runs reap + reconcile + retention every `interval` seconds in a daemon thread, one pass fleet-wide at a
+    time. Retention 0 (a setting's) keeps that kind forever."""
 
     LOCK = "svdq:maintenance:lock"
 
     name = "maintenance"
 
     def __init__(self, *, sessions: sessionmaker[Session], fx: Effects, max_attempts: int, interval_s: float,
-                 reconcile_after_s: float) -> None:
-        self.sessions, self.fx = sessions, fx
+                 reconcile_after_s: float, store: LocalStore | S3Store, idempotency_retention_s: float,
+                 result_retention_s: float) -> None:
+        self.sessions, self.fx, self.store = sessions, fx, store
         self.max_attempts, self.interval, self.reconcile_after = max_attempts, interval_s, reconcile_after_s
+        self.idempotency_retention, self.result_retention = idempotency_retention_s, result_retention_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="svdq-maintenance", daemon=True)
 
@@ -103,6 +109,9 @@ class Maintenance:
                 counts = reap(s, fx=self.fx, max_attempts=self.max_attempts)
                 counts["reenqueued"] = reconcile(s, fx=self.fx, older_than_s=self.reconcile_after)
                 counts["grids"] = pending_grids(s, self.fx.enqueue_grid)
+                counts["keys_expired"] = expire_idempotency_keys(s, retention_s=self.idempotency_retention)
+                counts["results_expired"] = expire_results(s, self.store, retention_s=self.result_retention)
+                counts["grids_expired"] = expire_grids(s, self.store, retention_s=self.result_retention)
             return counts
         finally:
             if redis.get(self.LOCK) == token.encode():

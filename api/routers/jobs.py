@@ -27,6 +27,7 @@ from api.reads import CURSOR_PATTERN, read_job, read_jobs_page
 from api.services import jobs
 from api.sse import already_seen_end, job_event_stream
 from models import schemas
+from models.retention import EXPIRED, expired_message
 from models.status import JobStatus
 from models.tables import WebhookDelivery
 from models.views import delivery_view, job_view_now
@@ -135,13 +136,16 @@ def job_webhooks(job_id: str, session: SessionDep, key: CurrentKey) -> schemas.D
 
 def _finished(session: SessionDep, key: CurrentKey, job_id: str) -> dict[str, Any]:
     job = jobs.get_job(session=session, key=key, job_id=job_id)
+    if job.result_expired_at is not None:
+        raise ApiError(410, EXPIRED, expired_message(f"The result of job {job_id}", job.result_expired_at,
+                                                     f"POST /v1/jobs/{job_id}/rerun renders it again."))
     if job.status != JobStatus.SUCCEEDED or not job.result:
         raise ApiError(409, "job_not_finished", f"Job {job_id} is {job.status}; its video exists once it "
                        "has succeeded.")
     return job.result
 
 
-STORED: dict[int | str, dict[str, Any]] = {**FILE_ANSWERS, **failures(404, 409)}
+STORED: dict[int | str, dict[str, Any]] = {**FILE_ANSWERS, **failures(404, 409, 410)}
 
 
 @router.get("/{job_id}/video", name="job_video", response_class=Response, responses=STORED)

@@ -18,6 +18,7 @@ from api.openapi import add_create_routes, answers, failures, links
 from api.reads import CURSOR_PATTERN, read_jobs_page
 from api.services import sweeps
 from models import schemas
+from models.retention import EXPIRED, expired_message
 from models.status import JobStatus
 from models.tables import SweepGrid
 from models.views import sweep_view
@@ -79,12 +80,15 @@ def cancel_sweep(sweep_id: str, state: StateDep, session: SessionDep, key: Curre
 def _grid(session: SessionDep, key: CurrentKey, sweep_id: str, image_id: str) -> SweepGrid:
     sweeps.get_sweep(session=session, key=key, sweep_id=sweep_id)
     grid = session.get(SweepGrid, (sweep_id, image_id))
+    if grid is not None and grid.status == "expired":
+        raise ApiError(410, EXPIRED, expired_message(f"The grid of image {image_id} in sweep {sweep_id}",
+                                                     grid.updated_at, "Its cells' jobs can be rerun one by one."))
     if grid is None or grid.status != "done":
         raise ApiError(404, "not_found", "No finished grid for that image yet; it is made once all its cells end.")
     return grid
 
 
-STORED: dict[int | str, dict[str, Any]] = {**FILE_ANSWERS, **failures(404)}
+STORED: dict[int | str, dict[str, Any]] = {**FILE_ANSWERS, **failures(404, 410)}
 
 
 @router.get("/{sweep_id}/grids/{image_id}/video", name="grid_video", response_class=Response, responses=STORED)

@@ -7,7 +7,7 @@ import logging
 import secrets
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Engine, Table, insert, select
+from sqlalchemy import Engine, Table, insert, or_, select
 from sqlalchemy.orm import Session
 
 from api import idempotency
@@ -20,6 +20,7 @@ from models import lifecycle
 from models.job_counts import count_finished
 from models.presence import ready_workers
 from models.requests import JobCreate, JobSpec
+from models.retention import reusable_since
 from models.status import TERMINAL, JobStatus
 from models.tables import ApiKey, Image, Job, utcnow
 
@@ -29,7 +30,7 @@ JOBS = cast(Table, Job.__table__)
 
 def reusable_result(*, state: AppState, session: Session, key: ApiKey, model: str, fp: str) -> Job | None:
     """A succeeded job of this key with the same fingerprint, rendered by the revision the ready workers
-    hold now. With no worker ready the revision cannot be confirmed, so nothing is reused."""
+    hold now, still stored. With no worker ready the revision cannot be confirmed, so nothing is reused."""
     revisions = state.revisions.get(model)
     if revisions is None:
         try:
@@ -39,8 +40,12 @@ def reusable_result(*, state: AppState, session: Session, key: ApiKey, model: st
         revisions = state.revisions.put(model, frozenset(w["revision"] for w in workers if w.get("revision")))
     if not revisions:
         return None
+    stored = [Job.result_expired_at.is_(None)]
+    since = reusable_since(state.settings.result_retention_s)
+    if since is not None:  # well inside its retention: one the maintenance pass may be deleting is rendered afresh
+        stored.append(or_(Job.finished_at > since, Job.finished_at.is_(None)))  # the pass never takes one without
     rows = session.scalars(select(Job).where(Job.owner_id == key.id, Job.fingerprint == fp,
-                                             Job.status == JobStatus.SUCCEEDED, Job.reused_from.is_(None))
+                                             Job.status == JobStatus.SUCCEEDED, Job.reused_from.is_(None), *stored)
                            .order_by(Job.created_at.desc()).limit(5))
     return next((j for j in rows if (j.runtime or {}).get("revision") in revisions), None)
 
@@ -132,7 +137,8 @@ def submit_job(*, state: AppState, session: Session, key: ApiKey, spec: JobCreat
     if idem_key is not None:
         digest = idempotency.request_hash({"spec": spec.model_dump(mode="json"),
                                            "image": hashlib.sha256(data).hexdigest() if data else None})
-        existing = idempotency.claim(session, owner_id=key.id, key=idem_key, digest=digest)
+        existing = idempotency.claim(session, owner_id=key.id, key=idem_key, digest=digest,
+                                     retention_s=state.settings.idempotency_retention_s)
         if existing is not None:
             return Created(get_job(session=session, key=key, job_id=existing), created=False)
     try:

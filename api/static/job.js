@@ -17,8 +17,10 @@ function renderStatus(job) {
   bar.value = job.status === "succeeded" ? 100 : percent(job);
   bar.hidden = job.status === "failed" || job.status === "canceled";
   const error = document.getElementById("job-error");
-  error.hidden = !job.error;
-  error.textContent = job.error ? `${job.error.code}: ${job.error.message}` : "";
+  error.hidden = !job.error && !job.result_expired_at;
+  error.textContent = job.error ? `${job.error.code}: ${job.error.message}`
+    : job.result_expired_at ? `result_expired: the video was deleted on ${job.result_expired_at}, when its ` +
+      "retention ran out; rerun the job to render it again." : "";
   const done = TERMINAL.includes(job.status);
   const cancel = document.getElementById("cancel");
   cancel.disabled = done || job.cancel_requested;
@@ -55,7 +57,7 @@ function renderDetails(job) {
 }
 
 async function renderVideo(job) {
-  if (job.status !== "succeeded" || shownVideo === job.id) return;
+  if (job.status !== "succeeded" || !job.result || shownVideo === job.id) return;
   shownVideo = job.id;
   const r = job.result;
   const src = await mediaSrc(r.video_url);

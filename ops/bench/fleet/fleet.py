@@ -32,7 +32,9 @@ class Fleet:
         self.maintenance = Maintenance(sessions=self.base.sessions, fx=self.base.fx,
                                        max_attempts=settings.max_attempts,
                                        interval_s=settings.maintenance_interval_s,
-                                       reconcile_after_s=settings.reconcile_after_s)
+                                       reconcile_after_s=settings.reconcile_after_s, store=self.base.store,
+                                       idempotency_retention_s=settings.idempotency_retention_s,
+                                       result_retention_s=settings.result_retention_s)
         self.interval = settings.maintenance_interval_s
         self.workers = [SimWorker(self.base, i, samples=samples, render_s=opt.render_s, schedule=self.sched.at,
                                   release=self._release) for i in range(n)]
