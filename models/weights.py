@@ -23,6 +23,7 @@ ALLOW_PATTERNS: tuple[str, ...] = (
     "*/*.txt",  # a tokenizer's vocabulary (merges.txt), where a pipeline has one
     "*/*.fp16.safetensors",  # the weights: the fp16 safetensors variant only
     "*/*.fp16-*-of-*.safetensors",  # ... and its shards, where a component is sharded
+    "LICENSE*",  # the weights' licence, beside them: the one the pulled revision is under
 )
 VARIANT = "fp16"  # what the allow-list keeps, so what the worker asks from_pretrained for
 DEFAULT_REVISION = "main"

@@ -37,7 +37,7 @@ SVD_XT_FILES = [
     "vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors", "vae/diffusion_pytorch_model.safetensors",
 ]
 LOADED = {
-    "model_index.json", "feature_extractor/preprocessor_config.json", "scheduler/scheduler_config.json",
+    "LICENSE.md", "model_index.json", "feature_extractor/preprocessor_config.json", "scheduler/scheduler_config.json",
     "image_encoder/config.json", "image_encoder/model.fp16.safetensors",
     "unet/config.json", "unet/diffusion_pytorch_model.fp16.safetensors",
     "vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors",
@@ -102,10 +102,10 @@ def test_pull_downloads_only_what_the_worker_loads_with_a_progress_bar(hub: Stan
     out = svdq("models", "pull", "svd-xt", env=hub_env(hub, tmp_path))
     assert out.returncode == 0, out.stderr
     path = snapshot(tmp_path, commit)
-    assert out.stdout.startswith(f"svd-xt: {REPO}@{commit} in {path} (9 files, ")
+    assert out.stdout.startswith(f"svd-xt: {REPO}@{commit} in {path} (10 files, ")
     assert set(files_of(path)) == LOADED
     assert {p.split(f"/resolve/{commit}/", 1)[1] for p in hub.got("GET", "/resolve/")} == LOADED
-    assert "Fetching 9 files" in out.stderr  # huggingface_hub's tqdm bar
+    assert "Fetching 10 files" in out.stderr  # huggingface_hub's tqdm bar
 
 
 def test_the_pinned_revision_reaches_the_hub_the_worker_and_the_jobs_record(hub: StandInHub, tmp_path: Path,
