@@ -1,7 +1,8 @@
 """Retention, enforced by the maintenance pass against SQLite and S3 over HTTP (moto's server): expired results
 and grids are deleted and marked, in bounded batches, and nothing a running, recent or reusing job (or a busy
-sweep) still needs; the API says so (null result, result_expired_at, 410 result_expired) and never reuses a result
-that may be going; idempotency keys past their retention are forgotten, fresh ones still deduplicate."""
+sweep) still needs; the API (and the SDK's download) says so (null result, result_expired_at, 410 result_expired)
+and never reuses a result that may be going; idempotency keys past their retention are forgotten, fresh ones still
+deduplicate."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.services.jobs import reusable_result
+from client._http import SvdqError, finished
 from models.db import create_db_engine, create_session_factory
 from models.events import JobSignals
 from models.keys import store_key
@@ -220,6 +222,12 @@ def test_an_expired_result_reads_as_expired_and_its_files_answer_410(
         assert client.get("/v1/jobs/job_kept/video", headers=headers).status_code == 200
         sweep = client.get("/v1/sweeps/swp_gone", headers=headers).json()
         assert sweep["grids"][0]["status"] == "expired" and sweep["grids"][0]["video_url"] is None
+        # and the SDK's download (its op, answered by this API) says the same instead of "not finished"
+        op = finished("job_gone")
+        call = next(op)
+        with pytest.raises(SvdqError) as err:
+            op.send(client.request(call.method, call.path, headers=headers).json())
+        assert (err.value.status, err.value.code) == (410, "result_expired")
 
 
 def test_a_result_near_or_past_its_retention_is_never_reused_at_submit(

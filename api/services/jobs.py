@@ -7,7 +7,7 @@ import logging
 import secrets
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Engine, Table, insert, or_, select
+from sqlalchemy import ColumnElement, Engine, Table, insert, or_, select
 from sqlalchemy.orm import Session
 
 from api import idempotency
@@ -40,7 +40,7 @@ def reusable_result(*, state: AppState, session: Session, key: ApiKey, model: st
         revisions = state.revisions.put(model, frozenset(w["revision"] for w in workers if w.get("revision")))
     if not revisions:
         return None
-    stored = [Job.result_expired_at.is_(None)]
+    stored: list[ColumnElement[bool]] = [Job.result_expired_at.is_(None)]
     since = reusable_since(state.settings.result_retention_s)
     if since is not None:  # well inside its retention: one the maintenance pass may be deleting is rendered afresh
         stored.append(or_(Job.finished_at > since, Job.finished_at.is_(None)))  # the pass never takes one without
@@ -131,7 +131,7 @@ def submit_job(*, state: AppState, session: Session, key: ApiKey, spec: JobCreat
                idem_key: str | None) -> Created:
     """A new job from a checked request, or the one an earlier request with the same Idempotency-Key and body
     made. `data` is the uploaded image; otherwise the spec names it."""
-    plan = plan_job(spec, allow_private_urls=state.settings.allow_private_urls,
+    plan = plan_job(spec, default_model=state.settings.default_model, allow_private_urls=state.settings.allow_private_urls,
                     learned=state.settings.learned_stages())
     check_capacity(state, session, key=key, model=plan.model, new_jobs=1)
     if idem_key is not None:
