@@ -30,8 +30,10 @@ class JobSpec(_Request):
     image_url, the JSON body: JobCreate)."""
 
     # not strict: a JSON string names the enum member
-    model: ModelName = Field(default=ModelName.TINY, strict=False,
-                             description="The model variant; GET /v1/models lists them with their defaults and limits.")
+    model: ModelName | None = Field(
+        default=None, strict=False,
+        description="The model variant; GET /v1/models lists them with their defaults and limits. Omitted: the "
+                    "server's default model (SVDQ_DEFAULT_MODEL), which GET /v1/models marks `default`.")
     params: RenderParams = Field(default_factory=lambda: RenderParams())
     output: OutputSpec = Field(default_factory=lambda: OutputSpec())
     postprocess: PostprocessSpec | None = None
@@ -76,7 +78,8 @@ class SweepSpec(_Request):
     The JSON body, or the multipart `spec` part beside `image` files (which join `images`)."""
 
     name: str = Field("sweep", max_length=200)
-    model: ModelName = Field(default=ModelName.TINY, strict=False)
+    model: ModelName | None = Field(default=None, strict=False,
+                                    description="The model variant; omitted: the server's default model.")
     images: list[SweepImage] = Field(default_factory=list, max_length=64)
     params: RenderParams = Field(default_factory=lambda: RenderParams())
     # key order is axis order (the grid's tiling), so this stays a mapping; its schema lists every parameter

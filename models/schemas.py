@@ -136,6 +136,7 @@ class WorkerInfo(ApiModel):
 
 class Model(ApiModel):
     name: str
+    default: bool = Field(False, description="The model a job or sweep that names none renders with.")
     description: str | None = None
     source: str | None = None
     defaults: dict[str, Any] = Field(default_factory=dict)

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     model_svd_xt: str = "stabilityai/stable-video-diffusion-img2vid-xt"
     model_svd_xt_1_1: str = "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
     model_tiny: str | None = None  # None: built once into cache_dir
+    # what a job or sweep that names no model renders with (GET /v1/models marks it); the clients never pick one
+    default_model: str = "tiny"
+    # the longest one job event stream stays open (s; 0: until the job ends); the client then reconnects with
+    # Last-Event-ID and misses nothing. Below a proxy's idle or stream limit, it ends cleanly instead of cut
+    sse_max_s: float = 300.0
     # a hub id's revision (branch, tag or commit; SVDQ_MODEL_<NAME>_REVISION): what `svdq models pull` fetches and
     # workers load, recorded with every job; unset: main (models/weights.py)
     model_svd_revision: str | None = None
@@ -101,6 +106,14 @@ class Settings(BaseSettings):
                     "SVDQ_BOOTSTRAP_API_KEY is a placeholder or shorter than 16 characters; "
                     "set a real secret (or SVDQ_ENV=dev for local use)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _default_model_exists(self) -> Settings:
+        from models.registry import REGISTRY
+
+        if self.default_model not in REGISTRY:
+            raise ValueError(f"SVDQ_DEFAULT_MODEL names no model: choose one of {', '.join(REGISTRY)}")
         return self
 
     @model_validator(mode="after")

@@ -202,3 +202,31 @@ def test_the_short_sweep_form_is_submit() -> None:
     assert sweep_argv(["sweep", "spec.yaml", "--wait"]) == ["sweep", "submit", "spec.yaml", "--wait"]
     assert sweep_argv(["sweep", "status", "sw_1"]) == ["sweep", "status", "sw_1"]
     assert sweep_argv(["submit", "sweep.png"]) == ["submit", "sweep.png"]
+
+
+def test_the_server_names_its_default_model_and_renders_a_job_that_names_none(tmp_path: Path,
+                                                                             redis_url: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from models.migrate import upgrade
+    from models.settings import Settings
+
+    db = f"sqlite:///{tmp_path}/d.db"
+    upgrade(db)
+    settings = Settings(_env_file=None, database_url=db, storage_url=f"file://{tmp_path}/r", redis_url=redis_url,
+                        bootstrap_api_key=API_KEY, default_model="svd")
+    h = {"Authorization": f"Bearer {API_KEY}"}
+    with TestClient(create_app(settings)) as c:
+        marked = {m["name"]: m["default"] for m in c.get("/v1/models", headers=h).json()}
+        assert [name for name, default in marked.items() if default] == ["svd"]
+        image = c.post("/v1/images", headers=h, files={"image": ("a.jpg", SAMPLE.read_bytes())}).json()
+        job = c.post("/v1/jobs", headers=h, json={"image_id": image["id"], "reuse": False}).json()
+        assert job["model"] == "svd" and job["params"]["num_frames"] == 14  # svd's own defaults
+        sweep = c.post("/v1/sweeps", headers=h, json={"images": [{"image_id": image["id"]}],
+                                                      "axes": {"motion_bucket_id": [60, 120]}}).json()
+        assert sweep["model"] == "svd", sweep
+        c.post(f"/v1/jobs/{job['id']}/cancel", headers=h)
+        c.post(f"/v1/sweeps/{sweep['id']}/cancel", headers=h)
+    with pytest.raises(ValueError, match="SVDQ_DEFAULT_MODEL names no model: choose one of"):
+        Settings(_env_file=None, default_model="svd-xxl")

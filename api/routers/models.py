@@ -26,7 +26,7 @@ def list_models(state: StateDep, key: CurrentKey) -> list[schemas.Model]:
         except Exception:  # noqa: BLE001 - Redis down: report what is known, /readyz says the rest
             workers = []
         out.append(schemas.Model(
-            name=spec.name, description=spec.description,
+            name=spec.name, description=spec.description, default=spec.name == state.settings.default_model,
             source=state.settings.model_source(spec.name) or "built-in (random weights)",
             defaults=spec.defaults, limits=spec.limits.as_dict(), ranges=param_ranges(spec),
             workers_ready=len(workers),

@@ -131,8 +131,8 @@ def submit_job(*, state: AppState, session: Session, key: ApiKey, spec: JobCreat
                idem_key: str | None) -> Created:
     """A new job from a checked request, or the one an earlier request with the same Idempotency-Key and body
     made. `data` is the uploaded image; otherwise the spec names it."""
-    plan = plan_job(spec, default_model=state.settings.default_model, allow_private_urls=state.settings.allow_private_urls,
-                    learned=state.settings.learned_stages())
+    plan = plan_job(spec, default_model=state.settings.default_model,
+                    allow_private_urls=state.settings.allow_private_urls, learned=state.settings.learned_stages())
     check_capacity(state, session, key=key, model=plan.model, new_jobs=1)
     if idem_key is not None:
         digest = idempotency.request_hash({"spec": spec.model_dump(mode="json"),

@@ -63,8 +63,9 @@ def plan_postprocess(spec: PostprocessSpec | None, params: dict[str, Any], *,
     return spec.model_dump(exclude_none=True), []
 
 
-def plan_job(spec: JobSpec, *, allow_private_urls: bool = False, learned: frozenset[str] | None = None) -> JobPlan:
-    model = model_spec(spec.model)
+def plan_job(spec: JobSpec, *, default_model: str, allow_private_urls: bool = False,
+             learned: frozenset[str] | None = None) -> JobPlan:
+    model = model_spec(spec.model or default_model)
     params, errors = resolve_params(model, spec.params)
     output, out_errors = resolve_output(spec.output)
     errors += out_errors

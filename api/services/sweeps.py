@@ -30,11 +30,11 @@ INVALID = "The sweep is invalid; nothing was created. See details."
 Cells = list[tuple[dict[str, Any], JobPlan]]
 
 
-def plan_cells(spec: SweepSpec, *, n_images: int, max_cells: int,
+def plan_cells(spec: SweepSpec, *, n_images: int, max_cells: int, default_model: str,
                learned: frozenset[str] | None = None) -> tuple[dict[str, Any], Cells]:
     """The base params (seed fixed once for every cell) and one plan per combination of the axes. Every
     cell is checked before anything is stored; each bad value is named by its axis and index."""
-    model = model_spec(spec.model)
+    model = model_spec(spec.model or default_model)
     errors: list[FieldError] = []
     if n_images == 0:
         errors.append(FieldError(field="images", message="give at least one image (image_id, or multipart parts)"))
@@ -87,7 +87,8 @@ def create_sweep(*, state: AppState, session: Session, key: ApiKey, spec: SweepS
         raise invalid_params(errors, INVALID)
     max_cells = limits_for(key, state.settings).max_sweep_cells
     n_images = len(spec.images) + len(uploads)
-    base, cells = plan_cells(spec, n_images=n_images, max_cells=max_cells, learned=state.settings.learned_stages())
+    base, cells = plan_cells(spec, n_images=n_images, max_cells=max_cells, default_model=state.settings.default_model,
+                             learned=state.settings.learned_stages())
     model = cells[0][1].model  # the registry's name
     check_capacity(state, session, key=key, model=model, new_jobs=n_images * len(cells))
     images: list[Image] = []
