@@ -44,8 +44,11 @@ def already_seen_end(view: Job, last_event_id: str | None) -> bool:
 
 async def job_event_stream(aredis: Any, job_id: str, load_view: Callable[[], Awaitable[Job]],
                            is_disconnected: Callable[[], Any],
-                           last_event_id: str | None = None) -> AsyncIterator[bytes]:
+                           last_event_id: str | None = None, max_s: float | None = None) -> AsyncIterator[bytes]:
+    """The job's events until it ends, or for at most `max_s` (then the stream closes and the client
+    reconnects with Last-Event-ID, as the SSE rules have it: no connection is held for ever)."""
     pubsub = aredis.pubsub()
+    until = None if not max_s else time.monotonic() + max_s
     subscribed = False
     try:
         try:
@@ -60,7 +63,7 @@ async def job_event_stream(aredis: Any, job_id: str, load_view: Callable[[], Awa
             yield sse(view, retry=True)
         last_sent, last_read = time.monotonic(), time.monotonic()
         while view.status not in TERMINAL:
-            if await is_disconnected():
+            if await is_disconnected() or (until is not None and time.monotonic() > until):
                 return
             msg = None
             if subscribed:

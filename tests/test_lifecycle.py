@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from ops.harness.images import sample_png
@@ -228,3 +229,42 @@ def raw_events_until_first(stack: Stack, job_id: str) -> tuple[int, dict[str, st
                 name, _, value = line.partition(": ")
                 event[name] = value
     raise AssertionError("the stream ended before its first event")
+
+
+def test_a_stream_ends_after_sse_max_s_and_the_sdk_follows_the_job_across_reconnects(
+        tmp_path: Path, redis_url: str, tiny_cache: Path) -> None:
+    """No stream is held open for ever (SVDQ_SSE_MAX_S): it closes cleanly, and a client that reconnects with
+    Last-Event-ID goes on from the state it had, to the job's end."""
+    import httpx
+
+    from client.sdk import Client
+    from ops.harness.stack import API_KEY, build_stack
+
+    s = build_stack(tmp_path, database_url=f"sqlite:///{tmp_path}/svdq.db", storage_url=f"file://{tmp_path}/r",
+                    redis_url=f"{redis_url}/9", tiny_cache=tiny_cache, SVDQ_SSE_MAX_S="1")
+    s.serve()  # the API only: no worker, so a job stays queued until it is canceled
+    try:
+        job = s.submit(s.upload()["id"], reuse=False)
+        t0 = time.monotonic()
+        status, evs = raw_events(s, job["id"])
+        assert status == 200 and time.monotonic() - t0 < 5  # it ended by itself, the job still queued
+        assert [json.loads(e["data"])["status"] for e in evs if "data" in e] == ["queued"]
+
+        asked: list[str | None] = []
+
+        class Count(httpx.HTTPTransport):
+            def handle_request(self, request: httpx.Request) -> httpx.Response:
+                if request.url.path.endswith("/events"):
+                    asked.append(request.headers.get("last-event-id"))
+                return super().handle_request(request)
+
+        with ThreadPoolExecutor(1) as pool:
+            # streams of 1 s with the retry of 2 s between them: three connections by then
+            pool.submit(lambda: (time.sleep(8), s.client.post(f"/v1/jobs/{job['id']}/cancel", headers=s.headers)))
+            with Client(s.url, API_KEY, transport=Count()) as c:
+                done = c.wait(job["id"], timeout=60)
+        assert done.status == "canceled"
+        assert len(asked) >= 3 and asked[0] is None and all(asked[1:])  # each reconnect named the last event
+    finally:
+        s.stop()
+        s.client.__exit__(None, None, None)

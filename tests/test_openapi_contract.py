@@ -42,7 +42,10 @@ def contract_stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str, tin
     tmp = tmp_path_factory.mktemp("contract")
     stack = build_stack(tmp, database_url=f"sqlite:///{tmp}/svdq.db", storage_url=f"file://{tmp}/results",
                         redis_url=f"{redis_url}/8", tiny_cache=tiny_cache, SVDQ_RATE_LIMIT_PER_S="0",
-                        SVDQ_MAX_OPEN_JOBS_PER_KEY="1000000")
+                        SVDQ_MAX_OPEN_JOBS_PER_KEY="1000000",
+                        # the jobs schemathesis makes never end (no worker): each of its event streams closes
+                        # after 1 s, as any stream does after SVDQ_SSE_MAX_S, instead of holding its 30 s timeout
+                        SVDQ_SSE_MAX_S="1")
     stack.serve()
     yield stack
     stack.stop()

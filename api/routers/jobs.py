@@ -118,7 +118,7 @@ async def job_events(job_id: str, request: Request, caller: CallerDep,
     if already_seen_end(await load_view(), last_event_id):  # (and a 404 before any stream starts)
         return Response(status_code=204)
     return StreamingResponse(job_event_stream(caller.state.aredis, job_id, load_view, request.is_disconnected,
-                                              last_event_id),
+                                              last_event_id, max_s=caller.state.settings.sse_max_s),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
