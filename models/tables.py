@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -71,8 +71,10 @@ class Job(Base):
         Index("ix_jobs_status_model", "status", "model"),
         Index("ix_jobs_queue", "model", "status", "priority", "created_at"),
         Index("ix_jobs_owner_status", "owner_id", "status"),
-        # the retention pass: succeeded jobs whose result is still stored, oldest first (worker/retention.py)
-        Index("ix_jobs_result_expiry", "status", "result_expired_at", "finished_at"),
+        # the retention pass: succeeded jobs whose result is still stored, oldest first (worker/retention.py); partial,
+        # so it is read in order (and shrinks as results expire)
+        Index("ix_jobs_result_expiry", "status", "finished_at", postgresql_where=text("result_expired_at IS NULL"),
+              sqlite_where=text("result_expired_at IS NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis as redis_lib
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import event, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
@@ -33,7 +33,7 @@ from models.tables import ApiKey, IdempotencyKey, Image, Job, Sweep, SweepGrid, 
 from ops.harness.databases import postgres_database
 from ops.harness.images import sample_png
 from worker.maintenance import Maintenance
-from worker.retention import expire_grids, expire_idempotency_keys, expire_results
+from worker.retention import RESULTS_BATCH, expirable_results, expire_grids, expire_idempotency_keys, expire_results
 
 DAY = 86400.0
 WEEK = 7 * DAY
@@ -332,3 +332,41 @@ def test_the_maintenance_pass_runs_the_retention_steps(db: sessionmaker[Session]
     with db() as s:
         assert {k.key for k in s.query(IdempotencyKey)} == {"k-new"}
     r.close()
+
+
+def test_a_pass_reads_an_index_range_in_order_however_many_jobs_postgresql_holds() -> None:
+    # Given 30 000 rendered jobs, a third of them long ended with their results still stored, some reused or in sweeps
+    with postgres_database() as url:
+        upgrade(url)
+        engine = create_db_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO api_keys (id, name, prefix, key_hash, is_admin, created_at) "
+                              "VALUES ('k', 'k', 'svdq_plan', 'h', false, now())"))
+            conn.execute(text("INSERT INTO images (id, owner_id, sha256, width, height, content_type, bytes, "
+                              "storage_key, created_at) VALUES ('i', 'k', 's', 8, 8, 'image/png', 1, 'k', now())"))
+            conn.execute(text(
+                "INSERT INTO jobs (id, owner_id, status, model, image_id, params, output, priority, attempts, "
+                "progress_step, progress_total, created_at, finished_at, sweep_id, reused_from) "
+                "SELECT 'j' || g, 'k', 'succeeded', 'tiny', 'i', '{}', '{}', 5, 1, 1, 1, now(), "
+                "now() - (g || ' minutes')::interval, CASE WHEN g % 7 = 0 THEN 's' || (g / 70) END, "
+                "CASE WHEN g % 11 = 0 AND g > 20000 THEN 'j' || (g - 10000) END FROM generate_series(1, 30000) g"))
+            conn.execute(text("ANALYZE jobs"))
+        statements: list[tuple[str, Any]] = []
+        event.listen(engine, "before_cursor_execute",
+                     lambda conn, cursor, stmt, params, ctx, many: statements.append((stmt, params)))
+        # When the pass picks its batch of results to delete
+        with create_session_factory(engine)() as s:
+            assert len(expirable_results(s, before=utcnow() - timedelta(days=7), limit=RESULTS_BATCH)) == RESULTS_BATCH
+        stmt, params = statements[-1]
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute("EXPLAIN " + stmt, params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            raw.close()
+        engine.dispose()
+    # Then it walks the retention index in end order and stops at the batch: no sort of every candidate, no scan
+    # or hash of the jobs table, each check of a candidate an index probe
+    assert "Index Scan using ix_jobs_result_expiry on jobs src" in plan, plan
+    assert "Sort" not in plan and "Hash" not in plan and "Seq Scan" not in plan, plan

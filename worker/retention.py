@@ -12,7 +12,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, delete, exists, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Table, and_, delete, literal, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from models.retention import cutoff
@@ -50,13 +50,19 @@ def expire_idempotency_keys(session: Session, *, retention_s: float, batch: int 
     return int(res.rowcount)  # type: ignore[attr-defined]
 
 
+def _any(*where: ColumnElement[bool]) -> ColumnElement[bool]:
+    """EXISTS over correlated rows, kept a per-row probe of an index: OFFSET 0 stops PostgreSQL from turning it into
+    an anti-join that hashes every recent job on each pass (what the pass reads must not grow with the table)."""
+    return select(literal(1)).where(*where).offset(0).exists()
+
+
 def _sweep_busy(sweep_id: ColumnElement[Any], before: datetime) -> ColumnElement[bool]:
     """The sweep has a cell open or ended after `before`, or a grid still to compose."""
     cell, grid = JOBS.alias("cell"), GRIDS.alias("busy_grid")
     return or_(
-        exists().where(cell.c.sweep_id == sweep_id, or_(cell.c.status.in_(OPEN_STATUSES), cell.c.finished_at.is_(None),
-                                                        cell.c.finished_at >= before)),
-        exists().where(grid.c.sweep_id == sweep_id, grid.c.status.in_(BUSY_GRIDS)))
+        _any(cell.c.sweep_id == sweep_id, or_(cell.c.status.in_(OPEN_STATUSES), cell.c.finished_at.is_(None),
+                                              cell.c.finished_at >= before)),
+        _any(grid.c.sweep_id == sweep_id, grid.c.status.in_(BUSY_GRIDS)))
 
 
 def _needed(job: Any, before: datetime) -> ColumnElement[bool]:
@@ -69,9 +75,8 @@ def expirable_results(session: Session, *, before: datetime, limit: int) -> list
     result is still stored and that nothing recent needs: no job that reused the result ended after `before`
     (or is in a busy sweep), and the job is not in a busy sweep itself."""
     src, reuser = JOBS.alias("src"), JOBS.alias("reuser")
-    recent_reuse = exists().where(reuser.c.reused_from == src.c.id,
-                                  or_(reuser.c.finished_at.is_(None), reuser.c.finished_at >= before,
-                                      _needed(reuser, before)))
+    recent_reuse = _any(reuser.c.reused_from == src.c.id,
+                        or_(reuser.c.finished_at.is_(None), reuser.c.finished_at >= before, _needed(reuser, before)))
     return list(session.execute(
         select(src.c.id, src.c.result)
         .where(src.c.status == JobStatus.SUCCEEDED.value, src.c.result_expired_at.is_(None),

@@ -2,8 +2,8 @@
 
 - job_counters: jobs that reached each terminal status per model (models/job_counts.py), seeded here from the
   jobs already ended, so the counters carry on from what the old `svdq_jobs` gauge showed;
-- jobs.result_expired_at, with an index the retention pass reads in order (status, result_expired_at,
-  finished_at), and one on reused_from (a result stays while a job that reused it is recent);
+- jobs.result_expired_at, with an index the retention pass reads in order ((status, finished_at) of the jobs
+  whose result is still stored), and one on reused_from (a result stays while a job that reused it is recent);
 - an index on idempotency_keys.created_at (expired keys are deleted oldest first), and one on sweep_grids
   (status, updated_at) (composed grids expire oldest first).
 
@@ -40,7 +40,9 @@ def upgrade() -> None:
         .group_by(jobs.c.model, jobs.c.status)))
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("result_expired_at", sa.DateTime(timezone=True), nullable=True))
-    op.create_index("ix_jobs_result_expiry", "jobs", ["status", "result_expired_at", "finished_at"])
+    stored = sa.text("result_expired_at IS NULL")
+    op.create_index("ix_jobs_result_expiry", "jobs", ["status", "finished_at"], postgresql_where=stored,
+                    sqlite_where=stored)
     op.create_index("ix_jobs_reused_from", "jobs", ["reused_from"])
     op.create_index("ix_idempotency_keys_created_at", "idempotency_keys", ["created_at"])
     op.create_index("ix_sweep_grids_status_updated", "sweep_grids", ["status", "updated_at"])
