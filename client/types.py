@@ -6,13 +6,16 @@ from models.schemas import (
     Image,
     Job,
     JobResult,
+    MeasuredOn,
+    Measurement,
     Model,
     Page,
     Progress,
     Sweep,
     SweepGrid,
+    VideoMetrics,
 )
 from models.status import TERMINAL
 
-__all__ = ["TERMINAL", "ErrorEnvelope", "ErrorInfo", "Image", "Job", "JobResult", "Model", "Page", "Progress",
-           "Sweep", "SweepGrid"]
+__all__ = ["TERMINAL", "ErrorEnvelope", "ErrorInfo", "Image", "Job", "JobResult", "MeasuredOn", "Measurement", "Model",
+           "Page", "Progress", "Sweep", "SweepGrid", "VideoMetrics"]

@@ -31,6 +31,34 @@ class ErrorInfo(ApiModel):
     message: str | None = None
 
 
+class Measurement(ApiModel):
+    value: float
+    unit: str
+
+
+class MeasuredOn(ApiModel):
+    """The clip a job's metrics were measured on: its decoded frames, before any post-processing."""
+
+    frames: int
+    width: int
+    height: int
+
+
+class VideoMetrics(ApiModel):
+    """What the worker measured on a render's decoded frames (worker/video_metrics.py has each definition)."""
+
+    motion: Measurement = Field(description="Mean optical-flow magnitude between consecutive frames over the "
+                                "pixels with texture to follow, in pixels per frame at the measured size (px/frame).")
+    frame_difference: Measurement = Field(description="Mean absolute difference of consecutive frames over pixels "
+                                          "and channels, in 8-bit levels (levels/frame, 0-255).")
+    flicker: Measurement = Field(description="Mean absolute second difference of the frames' mean luma, halved "
+                                 "(levels, 0-255): a clip alternating between brightnesses a and b scores |a - b|, "
+                                 "a still, steadily moving or steadily fading one about 0.")
+    first_frame_similarity: Measurement = Field(description="SSIM of the source image (as fitted to the output "
+                                                "size) and the first frame: 1 = identical, about 0 = unrelated.")
+    measured_on: MeasuredOn | None = None
+
+
 class JobResult(ApiModel):
     video_url: str
     poster_url: str | None = None
@@ -41,6 +69,8 @@ class JobResult(ApiModel):
     width: int
     height: int
     fps: int | float
+    # null when measuring failed (the render still succeeded) and for results stored before metrics existed
+    metrics: VideoMetrics | None = None
 
 
 class Job(ApiModel):

@@ -76,6 +76,7 @@ def job_view(job: Any, *, store: LocalStore | S3Store, base_url: str, position: 
         result = schemas.JobResult(
             video_url=store.presigned_url(r["video_key"], r["content_type"]) or f"{own}/video",
             poster_url=store.presigned_url(r["poster_key"], "image/jpeg") or f"{own}/poster",
+            metrics=r.get("metrics"),
             **{k: r[k] for k in ("content_type", "bytes", "sha256", "frames", "width", "height", "fps")})
     error = None
     if job.status in (JobStatus.FAILED, JobStatus.CANCELED) or (job.status == JobStatus.QUEUED and job.error_code):

@@ -10,6 +10,7 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from models.images import fit_image
@@ -23,6 +24,7 @@ from worker.metrics import timed_steps
 from worker.monitor import JobMonitor
 from worker.outcomes import JobCanceled, JobFailed, JobStop, JobTransient
 from worker.postprocess import run_postprocess
+from worker.video_metrics import measure
 
 log = logging.getLogger("svdq.worker")
 
@@ -45,6 +47,19 @@ def _upload(ctx: WorkerContext, key: str, data: bytes, content_type: str) -> Non
             log.warning("upload of %s failed (%s); retrying in %.1fs", key, exc, delay)
             time.sleep(delay)
             delay *= 2
+
+
+def _measure(job_id: str, frames: np.ndarray, image: Image.Image) -> tuple[dict[str, Any] | None, float]:
+    """The decoded frames' metrics against the image they were rendered from (worker/video_metrics.py), and the
+    seconds it took. Measuring never fails a render: a failure is logged and the result has no metrics."""
+    start = time.perf_counter()
+    try:
+        metrics: dict[str, Any] | None = measure(frames, np.asarray(image.convert("RGB"))).as_result()
+    except Exception as exc:  # noqa: BLE001 - the video is good without its measurements
+        log.warning("job %s: measuring its video failed (%s: %s); its result has no metrics", job_id,
+                    exc.__class__.__name__, exc, extra={"job_id": job_id})
+        metrics = None
+    return metrics, time.perf_counter() - start
 
 
 def produce(ctx: WorkerContext, job: Job, progress: JobMonitor) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -73,6 +88,7 @@ def produce(ctx: WorkerContext, job: Job, progress: JobMonitor) -> tuple[dict[st
                             f"{params['width']}x{params['height']}, also with decode chunk 1 and forward chunking; "
                             "lower the size, frames or decode_chunk_size.") from exc
         raise JobFailed("render_failed", f"The render failed: {exc.__class__.__name__}: {exc}") from exc
+    decoded = frames  # what the metrics describe: the model's own frames, before any post-processing
     post_records: list[dict[str, Any]] = []
     fps = params["fps"]
     if job.postprocess:
@@ -106,12 +122,13 @@ def produce(ctx: WorkerContext, job: Job, progress: JobMonitor) -> tuple[dict[st
     _upload(ctx, video_key, video.data, video.content_type)
     _upload(ctx, poster_key, poster_jpg, "image/jpeg")
     t_upload = time.perf_counter() - t0 - t_render - t_encode
+    metrics, t_measure = _measure(job.id, decoded, image)
 
     t, h, w, _ = frames.shape
     result = {
         "video_key": video_key, "poster_key": poster_key, "content_type": video.content_type,
         "bytes": len(video.data), "sha256": hashlib.sha256(video.data).hexdigest(),
-        "frames": int(t), "width": int(w), "height": int(h), "fps": fps,
+        "frames": int(t), "width": int(w), "height": int(h), "fps": fps, "metrics": metrics,
     }
     runtime = {
         **ctx.holder.record(), "worker": ctx.name, "seed": params["seed"], "postprocess": post_records,
@@ -119,6 +136,6 @@ def produce(ctx: WorkerContext, job: Job, progress: JobMonitor) -> tuple[dict[st
         # the memory plan and its reasons, attention, channels-last, compile, peak GPU memory (null on the CPU)
         "pipeline": ctx.holder.last_options,
         "timings": {"render_s": round(t_render, 4), "encode_s": round(t_encode, 4),
-                    "upload_s": round(t_upload, 4)},
+                    "upload_s": round(t_upload, 4), "measure_s": round(t_measure, 4)},
     }
     return result, runtime
