@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from models.events import ProgressEvent, job_channel, parse_job_event
+from models.events import PreviewEvent, ProgressEvent, job_channel, parse_job_event
 from models.schemas import Job
 from models.status import TERMINAL
 
@@ -44,9 +44,11 @@ def already_seen_end(view: Job, last_event_id: str | None) -> bool:
 
 async def job_event_stream(aredis: Any, job_id: str, load_view: Callable[[], Awaitable[Job]],
                            is_disconnected: Callable[[], Any],
-                           last_event_id: str | None = None, max_s: float | None = None) -> AsyncIterator[bytes]:
+                           last_event_id: str | None = None, max_s: float | None = None,
+                           previews: bool = False) -> AsyncIterator[bytes]:
     """The job's events until it ends, or for at most `max_s` (then the stream closes and the client
-    reconnects with Last-Event-ID, as the SSE rules have it: no connection is held for ever)."""
+    reconnects with Last-Event-ID, as the SSE rules have it: no connection is held for ever). With `previews`,
+    also `event: preview` events (no id: they are not job states, so a resume is unaffected by them)."""
     pubsub = aredis.pubsub()
     until = None if not max_s else time.monotonic() + max_s
     subscribed = False
@@ -76,6 +78,11 @@ async def job_event_stream(aredis: Any, job_id: str, load_view: Callable[[], Awa
             new = view
             if msg is not None:
                 event = parse_job_event(msg["data"])
+                if isinstance(event, PreviewEvent):
+                    if previews:
+                        last_sent = time.monotonic()
+                        yield f"event: preview\ndata: {event.model_dump_json()}\n\n".encode()
+                    continue
                 if isinstance(event, ProgressEvent) and view.status == "running":
                     new = view.model_copy(update={"progress": event.progress, "queue_position": None})
                 else:

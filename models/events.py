@@ -40,6 +40,20 @@ class ProgressEvent(_Event):
     progress: Progress
 
 
+class PreviewEvent(_Event):
+    """A live preview of a running job (worker/preview.py): a small JPEG of a few frames made from the latents
+    at `step` without the VAE, base64 in `image`. Carried on the job's channel and kept as its latest preview;
+    never written to the row."""
+
+    type: Literal["preview"] = "preview"
+    step: int
+    total: int
+    width: int
+    height: int
+    content_type: Literal["image/jpeg"] = "image/jpeg"
+    image: str  # base64
+
+
 class GridEvent(_Event):
     """A sweep's comparison grid for one image was composed (or could not be)."""
 
@@ -48,11 +62,12 @@ class GridEvent(_Event):
     status: str
 
 
-JobEvent = Annotated[StatusEvent | ProgressEvent, Field(discriminator="type")]
-_JOB_EVENT: TypeAdapter[StatusEvent | ProgressEvent] = TypeAdapter(JobEvent)
+JobEvent = Annotated[StatusEvent | ProgressEvent | PreviewEvent, Field(discriminator="type")]
+_JOB_EVENT: TypeAdapter[StatusEvent | ProgressEvent | PreviewEvent] = TypeAdapter(JobEvent)
+PREVIEW_TTL_S = 3600  # the latest preview outlives its job by this long (GET /v1/jobs/{id}/preview)
 
 
-def parse_job_event(raw: bytes | str) -> StatusEvent | ProgressEvent | None:
+def parse_job_event(raw: bytes | str) -> StatusEvent | ProgressEvent | PreviewEvent | None:
     """An event as published on a job's channel; None for anything else (a newer publisher's kind, garbage)."""
     try:
         return _JOB_EVENT.validate_json(raw)
@@ -62,6 +77,10 @@ def parse_job_event(raw: bytes | str) -> StatusEvent | ProgressEvent | None:
 
 def job_channel(job_id: str) -> str:
     return f"svdq:jobs:{job_id}:events"
+
+
+def preview_key(job_id: str) -> str:
+    return f"svdq:jobs:{job_id}:preview"
 
 
 def sweep_channel(sweep_id: str) -> str:
@@ -98,6 +117,20 @@ class JobSignals:
     def publish(self, job_id: str, event: StatusEvent | ProgressEvent) -> None:
         if self.redis is not None:
             best_effort(self.redis.publish, job_channel(job_id), event.model_dump_json())
+
+    def publish_preview(self, job_id: str, event: PreviewEvent) -> None:
+        """On the job's channel for live streams, and kept as its latest preview (one round trip)."""
+        if self.redis is not None:
+            raw = event.model_dump_json()
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(preview_key(job_id), raw, ex=PREVIEW_TTL_S)
+            pipe.publish(job_channel(job_id), raw)
+            best_effort(pipe.execute)
+
+    def latest_preview(self, job_id: str) -> PreviewEvent | None:
+        raw = None if self.redis is None else best_effort(self.redis.get, preview_key(job_id))
+        event = parse_job_event(raw) if raw else None
+        return event if isinstance(event, PreviewEvent) else None
 
     def publish_grid(self, sweep_id: str, event: GridEvent) -> None:
         if self.redis is not None:

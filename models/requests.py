@@ -45,6 +45,8 @@ class JobSpec(_Request):
                     "'completed' (it ended: job.succeeded, job.failed or job.canceled).")
     priority: int = Field(5, ge=0, le=9, description="0-9, higher runs first.")
     reuse: bool = Field(True, description="false: render again even when an identical job already succeeded.")
+    preview: bool = Field(True, description="Live previews while it denoises (GET /v1/jobs/{id}/preview, and "
+                          "`preview` events on /events?preview=true); false: none.")
 
 
 class JobCreate(JobSpec):

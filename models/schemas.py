@@ -104,6 +104,9 @@ class Job(ApiModel):
     runtime: dict[str, Any] | None = None
     # the webhook events it gets, in the order they happen: "started", "completed"
     webhook_events_filter: list[str] = Field(default_factory=lambda: ["completed"])
+    preview: bool = Field(True, description="Live previews while it denoises: preview_url, and `preview` events "
+                          "on its event stream with ?preview=true.")
+    preview_url: str | None = Field(None, description="Its latest live preview (a JPEG), while it runs.")
 
     @property
     def done(self) -> bool:

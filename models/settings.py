@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # the longest one job event stream stays open (s; 0: until the job ends); the client then reconnects with
     # Last-Event-ID and misses nothing. Below a proxy's idle or stream limit, it ends cleanly instead of cut
     sse_max_s: float = 300.0
+    # a running job's live preview at most this often (s; worker/preview.py); 0: no previews from this worker
+    preview_every_s: float = 0.5
     # a hub id's revision (branch, tag or commit; SVDQ_MODEL_<NAME>_REVISION): what `svdq models pull` fetches and
     # workers load, recorded with every job; unset: main (models/weights.py)
     model_svd_revision: str | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -89,6 +89,8 @@ class Job(Base):
     webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     # the webhook events it wants (models/webhooks.py: "started", "completed"); null: the default, completed only
     webhook_events: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # live previews while it denoises (worker/preview.py); false: the job asked for none
+    preview: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     sweep_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -92,7 +92,9 @@ def job_view(job: Any, *, store: LocalStore | S3Store, base_url: str, position: 
         finished_at=job.finished_at, result=result, error=error, runtime=job.runtime,
         result_expired_at=job.result_expired_at,
         cancel_requested=job.cancel_requested_at is not None, reused_from=job.reused_from, rerun_of=job.rerun_of,
-        webhook_events_filter=event_filter(job.webhook_events))
+        webhook_events_filter=event_filter(job.webhook_events), preview=job.preview,
+        preview_url=f"{base_url}/v1/jobs/{job.id}/preview" if job.preview and job.status == JobStatus.RUNNING
+        else None)
 
 
 def job_view_now(*, deps: ViewDeps, session: Session, job: Job, base_url: str,

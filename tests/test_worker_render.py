@@ -191,14 +191,14 @@ def test_a_cancel_flag_in_the_row_stops_the_render_even_without_redis(ctx: Worke
     job_id = make_job(ctx, num_inference_steps=6)
     real_render = ctx.holder.render
 
-    def render_then_cancel(image, params, on_step):  # type: ignore[no-untyped-def]
+    def render_then_cancel(image, params, on_step, on_latents=None):  # type: ignore[no-untyped-def]
         def step(i: int, total: int) -> None:
             if i == 2:
                 with ctx.sessions() as s:
                     assert request_cancel(s, job_id=job_id) == "requested"
             on_step(i, total)
 
-        return real_render(image, params, step)
+        return real_render(image, params, step, on_latents)
 
     monkeypatch.setattr(ctx.holder, "render", render_then_cancel)
     assert run_render(ctx, job_id).label == "canceled:canceled"

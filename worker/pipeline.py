@@ -51,13 +51,19 @@ class PipelineState(StrEnum):
     DEFUNCT = "defunct"
 
 
-class StepHook:
-    """Called after every denoising step with (step, total); raising from it stops the render."""
+LatentsHook = Callable[[int, int, Any], None]
 
-    def __init__(self, fn: Callable[[int, int], None], total: int) -> None:
-        self.fn, self.total = fn, total
+
+class StepHook:
+    """Called after every denoising step with (step, total); raising from it stops the render. `on_latents`
+    gets the step's latents too (the live preview), before the progress is reported."""
+
+    def __init__(self, fn: Callable[[int, int], None], total: int, on_latents: LatentsHook | None = None) -> None:
+        self.fn, self.total, self.on_latents = fn, total, on_latents
 
     def __call__(self, pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.on_latents is not None and "latents" in kwargs:
+            self.on_latents(i + 1, self.total, kwargs["latents"])
         self.fn(i + 1, self.total)
         return kwargs
 
@@ -195,22 +201,23 @@ class PipelineHolder:
                            weights=self.weights, footprint=footprint_for(self.model), mode=self.memory_mode,
                            decode_chunk_size=params.get("decode_chunk_size"), budget_bytes=self.budget_bytes)
 
-    def render(self, image: Image.Image, params: dict[str, Any], on_step: Callable[[int, int], None]) -> np.ndarray:
+    def render(self, image: Image.Image, params: dict[str, Any], on_step: Callable[[int, int], None],
+               on_latents: LatentsHook | None = None) -> np.ndarray:
         """(T, H, W, 3) uint8 frames for the resolved params; on_step may raise to stop. The memory plan picks the
         decode chunk, forward chunking and offload; out of memory once: one more try with decode chunk 1 and
         forward chunking. `last_memory_mode` and `last_options` say what ran."""
         self._expect(PipelineState.READY)
         plan = self.plan(params)
         try:
-            return self._run(image, params, on_step, plan, low_memory=False)
+            return self._run(image, params, on_step, plan, low_memory=False, on_latents=on_latents)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
         self._free_cache()
-        return self._run(image, params, on_step, plan, low_memory=True)
+        return self._run(image, params, on_step, plan, low_memory=True, on_latents=on_latents)
 
     def _run(self, image: Image.Image, params: dict[str, Any], on_step: Callable[[int, int], None],
-             plan: MemoryPlan, *, low_memory: bool) -> np.ndarray:
+             plan: MemoryPlan, *, low_memory: bool, on_latents: LatentsHook | None = None) -> np.ndarray:
         import torch
 
         chunking = low_memory or plan.forward_chunking
@@ -226,7 +233,7 @@ class PipelineHolder:
                 set_forward_chunking(self.pipe.unet, 1)
             if offload:
                 self.pipe.enable_model_cpu_offload(device=self.device)
-            frames = self._call(image, params, on_step, chunk)
+            frames = self._call(image, params, on_step, chunk, on_latents)
         finally:
             if offload:  # the next job may have room for the whole pipeline again
                 self.pipe.remove_all_hooks()
@@ -245,7 +252,7 @@ class PipelineHolder:
         return frames
 
     def _call(self, image: Image.Image, params: dict[str, Any], on_step: Callable[[int, int], None],
-              decode_chunk: int) -> np.ndarray:
+              decode_chunk: int, on_latents: LatentsHook | None = None) -> np.ndarray:
         import torch
 
         # a CPU generator makes the same noise on every device, so a seed means the same video
@@ -258,7 +265,7 @@ class PipelineHolder:
                 noise_aug_strength=params["noise_aug_strength"],
                 min_guidance_scale=params["min_guidance_scale"], max_guidance_scale=params["max_guidance_scale"],
                 decode_chunk_size=decode_chunk, generator=generator, output_type="np",
-                callback_on_step_end=StepHook(on_step, steps),
+                callback_on_step_end=StepHook(on_step, steps, on_latents),
             )
         frames = np.asarray(out.frames[0])
         return np.clip(np.round(frames * 255.0), 0, 255).astype(np.uint8)

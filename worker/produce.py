@@ -24,6 +24,7 @@ from worker.metrics import timed_steps
 from worker.monitor import JobMonitor
 from worker.outcomes import JobCanceled, JobFailed, JobStop, JobTransient
 from worker.postprocess import run_postprocess
+from worker.preview import previewer_for
 from worker.video_metrics import measure
 
 log = logging.getLogger("svdq.worker")
@@ -78,7 +79,8 @@ def produce(ctx: WorkerContext, job: Job, progress: JobMonitor) -> tuple[dict[st
     steps = params["num_inference_steps"]
     progress.checkpoint("denoising", 0, steps)
     try:
-        frames = ctx.holder.render(image, params, timed_steps(ctx.metrics, progress.step))
+        frames = ctx.holder.render(image, params, timed_steps(ctx.metrics, progress.step),
+                                   on_latents=previewer_for(ctx, job))
     except JobStop:
         raise
     except Exception as exc:

@@ -3,6 +3,7 @@ log, and the video and poster of a finished job."""
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -42,7 +43,7 @@ IdempotencyKey = Annotated[str | None, Header(
     description="Any unique string: a retried create with the same key and body returns the first result (200).")]
 # from an answer carrying a job, to everything that reads or acts on it
 JOB_LINKS = links({"job_id": "$response.body#/id"}, "get_job", "cancel_job", "rerun_job", "job_events",
-                  "job_webhooks", "job_video", "job_poster")
+                  "job_webhooks", "job_video", "job_poster", "job_preview")
 CREATED = answers(202, schemas.Job, "The job, queued (or finished at once from a reused result).", 404, 409, 413,
                   415, 422, also={200: (schemas.Job, "The job an earlier request with this Idempotency-Key made.")},
                   links=JOB_LINKS)
@@ -111,14 +112,18 @@ def rerun_job(job_id: str, state: StateDep, session: SessionDep, key: CurrentKey
     204: {"description": "Sent Last-Event-ID names the end of this (ended) job's stream: nothing more will come."},
     **failures(404)})
 async def job_events(job_id: str, request: Request, caller: CallerDep,
-                     last_event_id: LastEventId = None) -> Response:
+                     last_event_id: LastEventId = None, preview: Annotated[bool, Query(
+                         description="Also `event: preview` events while it denoises: {step, total, width, height, "
+                         "content_type, image (base64 JPEG)}, at most 2 a second, unless the job has preview: "
+                         "false. They carry no id; a client that does not ask gets none.")] = False) -> Response:
     async def load_view() -> schemas.Job:
         return await read_job(caller.state, caller.key, job_id, caller.base_url)
 
     if already_seen_end(await load_view(), last_event_id):  # (and a 404 before any stream starts)
         return Response(status_code=204)
     return StreamingResponse(job_event_stream(caller.state.aredis, job_id, load_view, request.is_disconnected,
-                                              last_event_id, max_s=caller.state.settings.sse_max_s),
+                                              last_event_id, max_s=caller.state.settings.sse_max_s,
+                                              previews=preview),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -132,6 +137,22 @@ def job_webhooks(job_id: str, session: SessionDep, key: CurrentKey) -> schemas.D
     rows = session.scalars(select(WebhookDelivery).where(WebhookDelivery.resource_id == job_id)
                            .order_by(WebhookDelivery.created_at))
     return schemas.DeliveryLog(items=[delivery_view(d) for d in rows])
+
+
+@router.get("/{job_id}/preview", name="job_preview", response_class=Response, responses={
+    200: {"description": "The job's latest live preview: a few frames side by side, from its latents at the step "
+                         "named by the X-Preview-Step and X-Preview-Total headers (kept an hour after the job).",
+          "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
+    **failures(404)})
+def job_preview(job_id: str, state: StateDep, session: SessionDep, key: CurrentKey) -> Response:
+    jobs.get_job(session=session, key=key, job_id=job_id)  # the caller's job, or 404
+    event = state.signals.latest_preview(job_id)
+    if event is None:
+        raise ApiError(404, "no_preview", f"Job {job_id} has no preview: it has not started denoising, it asked for "
+                       "preview: false, or its last preview is older than an hour.")
+    return Response(base64.b64decode(event.image), media_type=event.content_type,
+                    headers={"X-Preview-Step": str(event.step), "X-Preview-Total": str(event.total),
+                             "Cache-Control": "no-store"})
 
 
 def _finished(session: SessionDep, key: CurrentKey, job_id: str) -> dict[str, Any]:

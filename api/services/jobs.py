@@ -62,7 +62,7 @@ def new_job(*, state: AppState, session: Session, key: ApiKey, plan: JobPlan, im
               priority=plan.priority, attempts=0, progress_step=0,
               progress_total=plan.params["num_inference_steps"], created_at=now, fingerprint=fp, rerun_of=rerun_of,
               sweep_id=sweep_id, sweep_cell=sweep_cell, sweep_index=sweep_index, webhook_url=plan.webhook_url,
-              webhook_events=plan.webhook_events)
+              webhook_events=plan.webhook_events, preview=plan.preview)
     if source is not None:
         # the same inputs, seed and weights already rendered: finish now from the stored result
         job.status, job.result, job.reused_from = JobStatus.SUCCEEDED, source.result, source.id
@@ -165,7 +165,7 @@ def rerun_job(*, state: AppState, session: Session, key: ApiKey, job: Job) -> Cr
     assert image is not None
     plan = JobPlan(model=job.model, params=dict(job.params), output=dict(job.output), priority=job.priority,
                    postprocess=job.postprocess, reuse=False, webhook_url=job.webhook_url,
-                   webhook_events=job.webhook_events)
+                   webhook_events=job.webhook_events, preview=job.preview)
     return create_job(state=state, session=session, key=key, plan=plan, image=image, rerun_of=job.id)
 
 

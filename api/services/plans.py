@@ -30,6 +30,7 @@ class JobPlan:
     reuse: bool = True
     webhook_url: str | None = None
     webhook_events: list[str] | None = None  # None: the default filter (models/webhooks.py)
+    preview: bool = True  # live previews while it denoises
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -78,7 +79,7 @@ def plan_job(spec: JobSpec, *, default_model: str, allow_private_urls: bool = Fa
         raise invalid_params(errors)
     return JobPlan(model=model.name, params=params, output=output, priority=spec.priority, postprocess=post,
                    reuse=spec.reuse, webhook_url=spec.webhook_url,
-                   webhook_events=event_filter(spec.webhook_events_filter))
+                   webhook_events=event_filter(spec.webhook_events_filter), preview=spec.preview)
 
 
 def cell_params(base: RenderParams, seed: int, combo: dict[str, Any]) -> dict[str, Any]:
