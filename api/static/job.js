@@ -42,6 +42,7 @@ function renderDetails(job) {
     ["denoising", t.render_s === undefined ? undefined : t.render_s + " s"],
     ["encoding", t.encode_s === undefined ? undefined : t.encode_s + " s"],
     ["upload", t.upload_s === undefined ? undefined : t.upload_s + " s"],
+    ["measuring", t.measure_s === undefined ? undefined : t.measure_s + " s"],
     ["attempts", job.attempts],
   ]);
   fill(document.getElementById("record"), [
@@ -73,9 +74,33 @@ async function renderVideo(job) {
   document.getElementById("player").hidden = false;
 }
 
+// the job result's metrics (models/schemas.py VideoMetrics), in the order a reader asks about them
+const MEASUREMENTS = [
+  ["motion", "motion", "mean optical flow between consecutive frames"],
+  ["frame_difference", "frame difference", "mean absolute change from one frame to the next (0-255)"],
+  ["flicker", "flicker", "frame-to-frame brightness jitter; 0 = steady (0-255)"],
+  ["first_frame_similarity", "first frame vs image", "SSIM of the source image and frame 1; 1 = identical"],
+];
+
+function renderMetrics(job) {
+  const m = job.status === "succeeded" && job.result ? job.result.metrics : null;
+  document.getElementById("measurements").hidden = !m;
+  if (!m) return;
+  document.querySelector("#metrics tbody").replaceChildren(...MEASUREMENTS.filter(([key]) => m[key]).map(
+    ([key, name, what]) => el("tr", {},
+      el("th", {scope: "row"}, el("span", {className: "name", textContent: name}),
+        el("span", {className: "hint", textContent: what})),
+      el("td", {textContent: `${Number(m[key].value).toFixed(key === "first_frame_similarity" ? 3 : 2)} ` +
+                             m[key].unit}))));
+  const on = m.measured_on;
+  document.getElementById("metrics-basis").textContent = on
+    ? `Measured on the ${on.frames} decoded ${on.width}×${on.height} frames, before any post-processing.` : "";
+}
+
 async function show(job) {
   renderStatus(job);
   renderDetails(job);
+  renderMetrics(job);
   await renderVideo(job);
 }
 
