@@ -194,7 +194,11 @@ def _add_sweep_commands(sub: Any, flags: Callable[..., None]) -> None:
         p.add_argument("sweep_id")
         flags(p, progress=name == "wait")
         p.set_defaults(fn=cmd_sweep)
-    x = ssub.add_parser("export-wandb", help="log an ended sweep to Weights & Biases (needs svdq[wandb])")
+    x = ssub.add_parser("export-wandb", help="log an ended sweep to Weights & Biases (needs svdq[wandb])",
+                        description="One W&B run per configuration of the swept values (config: every resolved "
+                        "parameter; each image's video and metrics at one step), then one '<name> grids' run with "
+                        "each image's comparison grid and the table of cells. Prints the run ids, that run's last. "
+                        "WANDB_MODE=offline writes them under WANDB_DIR for a later `wandb sync`.")
     x.add_argument("sweep_id")
     x.add_argument("--project", required=True, help="the W&B project")
     x.add_argument("--entity", help="the W&B entity (default: yours)")
