@@ -152,6 +152,9 @@ class AsyncClient:
                 await client.aclose()
         return sink.verified()
 
+    async def preview(self, job: JobRef) -> bytes | None:
+        return await self._run(ops.preview(job))
+
     async def models(self) -> list[Model]:
         return await self._run(ops.models())
 

@@ -159,6 +159,10 @@ class Client:
                 client.close()
         return sink.verified()
 
+    def preview(self, job: JobRef) -> bytes | None:
+        """The running job's latest live preview, a JPEG (None before its first, or with preview=False)."""
+        return self._run(ops.preview(job))
+
     def models(self) -> list[Model]:
         return self._run(ops.models())
 

@@ -91,6 +91,11 @@ def test_a_running_job_streams_changing_previews_to_a_client_that_asks(sqlite_st
     r = s.client.get(f"/v1/jobs/{job['id']}/preview", headers=s.headers)
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
     assert int(r.headers["x-preview-step"]) == steps[-1] and r.content == images[-1]
+    from client.sdk import Client
+    from ops.harness.stack import API_KEY
+
+    with Client(s.serve(), API_KEY) as c:  # the SDK reads the same
+        assert c.preview(job["id"]) == images[-1]
 
 
 def test_a_client_that_does_not_ask_and_a_job_that_said_no_get_no_previews(sqlite_stack: Stack) -> None:
@@ -103,6 +108,11 @@ def test_a_client_that_does_not_ask_and_a_job_that_said_no_get_no_previews(sqlit
     r = s.client.get(f"/v1/jobs/{off['id']}/preview", headers=s.headers)
     assert r.status_code == 404 and r.json()["error"]["code"] == "no_preview"
     assert "preview: false" in r.json()["error"]["message"]
+    from client.sdk import Client
+    from ops.harness.stack import API_KEY
+
+    with Client(s.serve(), API_KEY) as c:
+        assert c.preview(off["id"]) is None
 
 
 @pytest.mark.parametrize("value", ["yes", 1])
