@@ -42,7 +42,8 @@ function renderDetails(job) {
     ["denoising", t.render_s === undefined ? undefined : t.render_s + " s"],
     ["encoding", t.encode_s === undefined ? undefined : t.encode_s + " s"],
     ["upload", t.upload_s === undefined ? undefined : t.upload_s + " s"],
-    ["measuring", t.measure_s === undefined ? undefined : t.measure_s + " s"],
+    ["measuring", t.measure_s === undefined ? undefined : t.measure_s + " s" +
+      (t.measure_wait_s === undefined ? "" : ` (beside the encoding; ${t.measure_wait_s} s waited)`)],
     ["attempts", job.attempts],
   ]);
   fill(document.getElementById("record"), [
