@@ -143,6 +143,16 @@ def test_bad_frames_are_refused() -> None:
         measure(np.zeros((4, 8, 8, 3), dtype=np.uint8), np.zeros((8, 8), dtype=np.uint8))
 
 
+def test_a_measurement_that_is_not_a_finite_number_is_refused_not_stored(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # JSON has no NaN: the worker must get an error (and store no metrics), never a NaN in the result
+    import worker.video_metrics as vm
+
+    monkeypatch.setattr(vm, "mean_motion", lambda luma: float("nan"))
+    clip = shifted(32, 48, 3, 1)
+    with pytest.raises(ValueError, match="non-finite motion"):
+        measure(clip, clip[0])
+
+
 def test_the_result_object_carries_each_value_with_its_unit_and_parses_as_the_api_type() -> None:
     clip = shifted(72, 128, 6, 2)
     stored = measure(clip, clip[0]).as_result()

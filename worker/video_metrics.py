@@ -61,7 +61,8 @@ class Measured:
 
 def measure(frames: np.ndarray, source_image: np.ndarray) -> Measured:
     """Measure a clip against the image it was rendered from (see the module docstring for each definition).
-    A source image of another size is resized to the frames' size first."""
+    A source image of another size is resized to the frames' size first. Raises ValueError for frames or an image
+    of the wrong shape, or should a measurement come out NaN or infinite."""
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 \
             or frames.shape[0] < 1:
         raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {getattr(frames, 'shape', type(frames))}")
@@ -72,8 +73,12 @@ def measure(frames: np.ndarray, source_image: np.ndarray) -> Measured:
     if source.shape[:2] != (h, w):
         source = np.asarray(Image.fromarray(source).resize((w, h), Image.Resampling.LANCZOS))
     luma = [_luma(f) for f in frames]
-    return Measured(motion=mean_motion(luma), frame_difference=frame_difference(frames), flicker=flicker(luma),
-                    first_frame_similarity=ssim(_luma(source), luma[0]), frames=t, width=w, height=h)
+    measured = Measured(motion=mean_motion(luma), frame_difference=frame_difference(frames), flicker=flicker(luma),
+                        first_frame_similarity=ssim(_luma(source), luma[0]), frames=t, width=w, height=h)
+    bad = [name for name in UNITS if not math.isfinite(getattr(measured, name))]
+    if bad:  # JSON has no NaN or infinity: better no metrics than a result no client can parse
+        raise ValueError(f"measuring gave a non-finite {', '.join(bad)}")
+    return measured
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
