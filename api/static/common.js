@@ -71,9 +71,10 @@ export async function mediaSrc(url) {
 }
 
 // Server-sent events need the Authorization header, which EventSource cannot send: read the stream
-// with fetch. Calls onJob for each job object; returns when the stream ends.
-async function streamOnce(jobId, onJob) {
-  const r = await fetch(`/v1/jobs/${jobId}/events`, {headers: auth()});
+// with fetch. Calls onJob for each job object (and, when given, onPreview for each live preview, which
+// only a stream asked with ?preview=true carries); returns when the stream ends.
+async function streamOnce(jobId, onJob, onPreview) {
+  const r = await fetch(`/v1/jobs/${jobId}/events${onPreview ? "?preview=true" : ""}`, {headers: auth()});
   if (!r.ok) throw new ApiError(r.status, await r.json().catch(() => null));
   const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
   let buf = "", last = null;
@@ -83,19 +84,22 @@ async function streamOnce(jobId, onJob) {
     buf += value.replace(/\r\n/g, "\n");
     let end;
     while ((end = buf.indexOf("\n\n")) >= 0) {
-      const data = buf.slice(0, end).split("\n").filter((l) => l.startsWith("data:"))
-        .map((l) => l.slice(5).trimStart()).join("\n");
+      const lines = buf.slice(0, end).split("\n");
+      const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
+      const name = (lines.find((l) => l.startsWith("event:")) || "event: message").slice(6).trim();
       buf = buf.slice(end + 2);
-      if (data) { last = JSON.parse(data); onJob(last); }
+      if (!data) continue;
+      if (name === "preview") { if (onPreview) onPreview(JSON.parse(data)); }
+      else { last = JSON.parse(data); onJob(last); }
     }
   }
 }
 
 // Follow a job to its end, reconnecting after a dropped stream; resolves with the terminal job.
-export async function watchJob(jobId, onJob) {
+export async function watchJob(jobId, onJob, onPreview) {
   for (;;) {
     let last = null;
-    try { last = await streamOnce(jobId, onJob); } catch (e) { if (e.status) throw e; }
+    try { last = await streamOnce(jobId, onJob, onPreview); } catch (e) { if (e.status) throw e; }
     if (last && TERMINAL.includes(last.status)) return last;
     await new Promise((ok) => setTimeout(ok, 2000));
   }

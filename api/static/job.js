@@ -1,5 +1,6 @@
 // One job: live status and progress, the video, its parameters, timings and reproducibility record.
 import {TERMINAL, api, el, fill, mediaSrc, percent, showError, start, statusText, watchJob} from "./common.js";
+import {endPreview, showPreview} from "./preview.js";
 
 const jobId = document.body.dataset.jobId;
 let shownVideo = null;
@@ -110,7 +111,8 @@ async function load() {
   await show(job);
   if (!TERMINAL.includes(job.status)) {
     // progress events carry the live fraction; the terminal one carries the result and runtime record
-    const last = await watchJob(jobId, renderStatus);
+    const last = await watchJob(jobId, renderStatus, job.preview === false ? undefined : showPreview);
+    endPreview();
     await show(last);
   }
 }
