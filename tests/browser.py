@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 CHROMIUM = "/usr/bin/chromium"
 OUT = ROOT / "out"
+SCREENSHOTS = OUT / "screenshots"  # what a person looks at to judge a page (out/ is not versioned)
+DESKTOP = {"width": 1100, "height": 800}
+PHONE = {"width": 390, "height": 844}  # an iPhone 12-15's CSS viewport
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
 # axe's default set (every WCAG 2.0/2.1/2.2 A and AA rule plus best practices; experimental rules stay off)
@@ -64,10 +67,15 @@ class Tab:
         assert self.errors == [], self.errors
 
 
+def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+
+
 @contextmanager
-def open_tab(browser: Browser, url: str) -> Iterator[Tab]:
+def open_tab(browser: Browser, url: str, *, viewport: dict[str, int] | None = None) -> Iterator[Tab]:
     # the page's own CSP stays in force: a blocked script or style shows up as a console error
-    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    context = browser.new_context(viewport=viewport or DESKTOP)
     page = context.new_page()
     tab = Tab(page)
     page.on("console", tab._console)
