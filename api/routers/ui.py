@@ -15,7 +15,7 @@ from api.errors import ApiError
 STATIC = Path(__file__).resolve().parent.parent / "static"
 SAFE_ID = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 ASSETS = {"common.js": "text/javascript", "index.js": "text/javascript", "job.js": "text/javascript",
-          "sweep.js": "text/javascript", "measurements.js": "text/javascript",
+          "memory.js": "text/javascript", "sweep.js": "text/javascript", "measurements.js": "text/javascript",
           "charts.js": "text/javascript", "preview.js": "text/javascript", "svdq.css": "text/css"}
 
 router = APIRouter(prefix="/ui", tags=["pages"], include_in_schema=False)

@@ -1,5 +1,6 @@
 // One job: live status and progress, the video, its parameters, timings and reproducibility record.
 import {TERMINAL, api, el, fill, mediaSrc, percent, showError, start, statusText, watchJob} from "./common.js";
+import {memoryPlanTable} from "./memory.js";
 import {endPreview, showPreview} from "./preview.js";
 
 const jobId = document.body.dataset.jobId;
@@ -50,7 +51,7 @@ function renderDetails(job) {
   fill(document.getElementById("record"), [
     ["seed", job.params.seed], ["image", job.image_id],
     ["model source", rt.source], ["model revision", rt.revision], ["dtype", rt.dtype], ["device", rt.device],
-    ["torch", rt.torch], ["diffusers", rt.diffusers], ["worker", job.worker], ["memory mode", rt.memory],
+    ["torch", rt.torch], ["diffusers", rt.diffusers], ["worker", job.worker], ["memory plan", memoryPlanTable(rt)],
     ["video sha256", job.result ? job.result.sha256 : undefined],
     ["rerun of", job.rerun_of ? link(`/ui/jobs/${job.rerun_of}`, job.rerun_of) : undefined],
     ["reused from", job.reused_from ? link(`/ui/jobs/${job.reused_from}`, job.reused_from) : undefined],
