@@ -22,7 +22,8 @@ EXIT_CODES_HELP = """exit codes (submit --wait, wait, sweep --wait and every oth
   4  the API refused the request (4xx)        stderr: error: <code>: <message>
   5  the API could not be reached or failed (5xx, connection; worth retrying later)"""
 # what the SDK itself refuses before any request: the command line (or the environment) is wrong
-USAGE_CODES = frozenset({"no_api_key", "no_image", "image_unreadable", "bad_argument", "wandb_missing"})
+USAGE_CODES = frozenset({"no_api_key", "no_image", "image_unreadable", "bad_argument", "wandb_missing",
+                         "spec_unreadable", "bad_spec", "image_url_unreachable"})
 ENDINGS = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "canceled": EXIT_CANCELED}
 
 

@@ -116,19 +116,37 @@ def load_sweep_spec(path: Path, client: Any) -> dict[str, Any]:
     import httpx
     import yaml
 
-    spec = dict(yaml.safe_load(path.read_text()))
+    from client._errors import SvdqError
+
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SvdqError(0, "spec_unreadable", f"Cannot read the sweep spec {str(path)!r}: {exc.strerror or exc}; "
+                        "give the path of a YAML or JSON file (ops/examples/ has some).") from exc
+    except yaml.YAMLError as exc:
+        raise SvdqError(0, "bad_spec", f"{path} is not YAML or JSON: {str(exc).splitlines()[0]}.") from exc
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("images", []), list):
+        raise SvdqError(0, "bad_spec", f"{path}: a sweep spec is a mapping with images (a list), model, params and "
+                        "axes; see ops/examples/.")
+    spec = dict(loaded)
     images = []
-    for item in spec.pop("images", []):
+    for n, item in enumerate(spec.pop("images", [])):
+        if not isinstance(item, dict):
+            raise SvdqError(0, "bad_spec", f"{path}: images[{n}] needs path, url or image_id.")
         if "image_id" in item:
             images.append({"image_id": item["image_id"]})
         elif "path" in item:
             images.append({"image_id": client.upload_image((path.parent / item["path"]).resolve()).id})
         elif "url" in item:
-            r = httpx.get(item["url"], follow_redirects=True, timeout=60)
-            r.raise_for_status()
+            try:
+                r = httpx.get(item["url"], follow_redirects=True, timeout=60)
+                r.raise_for_status()
+            except httpx.HTTPError as exc:
+                raise SvdqError(0, "image_url_unreachable", f"{path}: images[{n}]: fetching {item['url']} failed "
+                                f"({exc}).") from exc
             images.append({"image_id": client.upload_image(r.content).id})
         else:
-            raise SystemExit(f"{path}: each image needs path, url or image_id")
+            raise SvdqError(0, "bad_spec", f"{path}: images[{n}] needs path, url or image_id.")
     spec["images"] = images
     return spec
 

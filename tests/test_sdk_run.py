@@ -230,3 +230,23 @@ def test_the_server_names_its_default_model_and_renders_a_job_that_names_none(tm
         c.post(f"/v1/sweeps/{sweep['id']}/cancel", headers=h)
     with pytest.raises(ValueError, match="SVDQ_DEFAULT_MODEL names no model: choose one of"):
         Settings(_env_file=None, default_model="svd-xxl")
+
+
+@pytest.mark.parametrize(("spec", "code"), [
+    (None, "spec_unreadable"), ("images: [\n", "bad_spec"), ("- just\n- a list\n", "bad_spec"),
+    ("images:\n  - name: no source\n", "bad_spec"), ("images:\n  - path: missing.png\n", "image_unreadable"),
+    ("images:\n  - url: http://127.0.0.1:9/a.png\n", "image_url_unreachable"),
+])
+def test_a_sweep_spec_it_cannot_use_is_one_error_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str],
+                                                                 spec: str | None, code: str) -> None:
+    from client import commands
+
+    path = tmp_path / "study.yaml"
+    if spec is not None:
+        path.write_text(spec)
+    # nothing reaches an API: an unreachable one behind the client proves the spec was refused first
+    monkeypatch.setattr(commands, "_client", lambda: Client(f"http://127.0.0.1:{free_port()}", "k", retries=0))
+    assert main(["sweep", "submit", str(path)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {code}: ") and line.endswith("."), line
