@@ -49,6 +49,11 @@ def guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
             print(f"error: unreachable: {type(exc).__name__}: {exc}; is the API running at SVDQ_API_URL?",
                   file=sys.stderr)
             return EXIT_UNREACHABLE
+        except OSError as exc:  # this machine's side: a file it cannot write (-o into a missing folder, a full disk)
+            where = f" {exc.filename!r}" if exc.filename else ""
+            print(f"error: local_file: cannot write{where}: {exc.strerror or exc}; give -o a file path this user "
+                  "can write.", file=sys.stderr)
+            return EXIT_USAGE
 
     return run
 

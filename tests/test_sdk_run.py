@@ -250,3 +250,15 @@ def test_a_sweep_spec_it_cannot_use_is_one_error_line_and_exit_2(tmp_path: Path,
     assert main(["sweep", "submit", str(path)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"error: {code}: ") and line.endswith("."), line
+
+
+def test_a_video_it_cannot_write_is_one_error_line_and_exit_2(sqlite_stack: Stack, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")  # missing folders are made; a file in the way is not
+    target = tmp_path / "a-file" / "v.mp4"
+    r = svdq(sqlite_stack, "run", str(SAMPLE), "--model", "tiny", "-p", "num_frames=2", "--num-inference-steps", "1",
+             "--no-reuse", "-o", str(target))
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith("error: local_file: cannot write ") and (
+        "Not a directory" in lines[0] or "File exists" in lines[0]), r.stderr
+    assert "Traceback" not in r.stderr
