@@ -16,7 +16,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELED, EXIT_REFUSED, EXIT_UNREACHABLE 
 EXIT_CODES_HELP = """exit codes (submit --wait, wait, sweep --wait and every other command):
   0  done: the job or sweep succeeded, or the command did what it says
   1  the job or sweep ended failed            stderr: error: <code>: <message>
-  2  the command line is wrong (an image file it cannot read, no API key)
+  2  the command line is wrong (a file it cannot read or write, a bad -p, no API key)
                                               stderr: error: <code>: <message>
   3  the job or sweep ended canceled          stderr: error: <code>: <message>
   4  the API refused the request (4xx)        stderr: error: <code>: <message>
