@@ -28,7 +28,7 @@ COPY worker ./worker
 COPY client ./client
 # the worker and learned post-processing extras, with every declared dependency; the model cache is a
 # mounted volume (/models) that the worker's user must be able to write
-RUN pip install --no-cache-dir ".[worker,postprocess]" \
+RUN pip install --no-cache-dir "/app[worker,postprocess]" \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin svdq \
     && mkdir -p /models/hf /models/svdq && chown -R 10001:10001 /models
 USER 10001
