@@ -261,7 +261,7 @@ def test_a_finished_render_keeps_its_result_through_a_database_outage(ctx: Worke
 
     renders: list[int] = []
     real_render = ctx.holder.render
-    monkeypatch.setattr(ctx.holder, "render", lambda *a: renders.append(1) or real_render(*a))
+    monkeypatch.setattr(ctx.holder, "render", lambda *a, **kw: renders.append(1) or real_render(*a, **kw))
     monkeypatch.setattr(render_mod, "finish_job", flaky_finish)
     monkeypatch.setattr("worker.render.time.sleep", lambda s: None)
     job_id = make_job(ctx)
