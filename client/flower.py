@@ -21,6 +21,7 @@ log = logging.getLogger("svdq.flower")
 
 WORKER_EVENTS = frozenset({"worker-online", "worker-heartbeat"})
 RETRY_S = 2.0
+COMPLETE = frozenset({"stats", "active_queues"})  # the inspect answers a listed worker must have
 
 
 def flower_app_class() -> type:
@@ -41,8 +42,9 @@ def flower_app_class() -> type:
             self.events.on_event = on_event  # Events.run binds its receiver's handler to this attribute
 
         def discover(self, name: str) -> None:
-            """On the IO loop: inspect `name` when the cache lacks it (Flower runs one inspect per worker at once)."""
-            if name in self.workers:
+            """On the IO loop: inspect `name` when the cache lacks it, or lacks an answer Flower's list shows (each
+            inspect method's reply lands on its own; one that timed out is asked again at a later heartbeat)."""
+            if COMPLETE <= set(self.workers.get(name) or {}):
                 self._asked.pop(name, None)
                 return
             now = time.monotonic()

@@ -118,7 +118,8 @@ def test_a_worker_started_after_flower_is_listed_without_a_refresh_within_10_s(s
         name = worker_name("tiny", "cpu", None, late.pid, socket.gethostname())
         assert name not in before
         # Then Flower lists it within 10 s, from the worker's own events, with what inspect says of it
-        listed = poll(workers, lambda ws: ws.get(name), timeout=10)
+        listed = poll(workers, lambda ws: ws.get(name) if {"stats", "active_queues"} <= set(ws.get(name) or {})
+                      else None, timeout=10)
         assert listed["stats"]["pid"] == late.pid
         assert {q["name"] for q in listed["active_queues"]} >= {"render.tiny"}
     finally:
