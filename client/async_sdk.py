@@ -73,10 +73,11 @@ class AsyncClient:
                      output: dict[str, Any] | None = None, priority: int | None = None,
                      postprocess: dict[str, Any] | None = None, webhook_url: str | None = None,
                      reuse: bool = True, idempotency_key: str | None = None,
-                     webhook_events_filter: list[str] | None = None, **params: Any) -> Job:
+                     webhook_events_filter: list[str] | None = None, preview: bool | None = None,
+                     **params: Any) -> Job:
         spec = {"model": model, "params": params, "output": output, "priority": priority,
                 "postprocess": postprocess, "webhook_url": webhook_url, "reuse": reuse,
-                "webhook_events_filter": webhook_events_filter}
+                "webhook_events_filter": webhook_events_filter, "preview": preview}
         return await self._run(ops.submit(image, image_id, idempotency_key, spec))
 
     async def run(self, image: ImageArg | None = None, *, model: str | None = None,

@@ -97,6 +97,7 @@ def add_render_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--webhook-events", metavar="EVENTS", help="comma-separated: started,completed (default completed)")
     s.add_argument("--priority", type=int, metavar="0-9", help="0-9, higher runs first (default 5)")
     s.add_argument("--no-reuse", action="store_true", help="render again even when an identical job succeeded")
+    s.add_argument("--no-preview", action="store_true", help="no live previews while it denoises")
 
 
 def _json_arg(text: str, flag: str) -> Any:
@@ -123,7 +124,8 @@ def render_request(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         except ValueError:
             params[name] = value
     kwargs: dict[str, Any] = {"model": args.model, "output": {"format": args.format}, "priority": args.priority,
-                              "reuse": not args.no_reuse, "webhook_url": args.webhook_url, **params}
+                              "reuse": not args.no_reuse, "webhook_url": args.webhook_url,
+                              "preview": False if args.no_preview else None, **params}
     if args.postprocess:
         kwargs["postprocess"] = _json_arg(args.postprocess, "--postprocess")
     if args.webhook_events:

@@ -78,10 +78,11 @@ class Client:
                output: dict[str, Any] | None = None, priority: int | None = None,
                postprocess: dict[str, Any] | None = None, webhook_url: str | None = None, reuse: bool = True,
                idempotency_key: str | None = None, webhook_events_filter: list[str] | None = None,
-               **params: Any) -> Job:
+               preview: bool | None = None, **params: Any) -> Job:
+        """A new job; every other keyword is a render parameter (`seed=42`). `preview=False`: no live previews."""
         spec = {"model": model, "params": params, "output": output, "priority": priority,
                 "postprocess": postprocess, "webhook_url": webhook_url, "reuse": reuse,
-                "webhook_events_filter": webhook_events_filter}
+                "webhook_events_filter": webhook_events_filter, "preview": preview}
         return self._run(ops.submit(image, image_id, idempotency_key, spec))
 
     def run(self, image: ImageArg | None = None, *, model: str | None = None,

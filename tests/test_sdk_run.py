@@ -121,6 +121,23 @@ def test_no_client_names_a_model_the_user_did_not() -> None:
     assert bodies[0]["image_id"] == "img_1" and bodies[0]["params"] == {"seed": 1}
 
 
+def test_previews_can_be_turned_off_from_the_sdk_and_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    from client import commands
+
+    seen: list[httpx.Request] = []
+    done = {"id": "job_s", "status": "succeeded", "model": "tiny", "error": None}
+    with Client("http://svdq.test", "k", retries=0, transport=_scripted(done, seen)) as c:
+        c.submit(b"png", preview=False)
+        c.submit(b"png")
+    monkeypatch.setattr(commands, "_client", lambda: Client("http://svdq.test", "k", retries=0,
+                                                            transport=_scripted(done, seen)))
+    assert main(["submit", str(SAMPLE), "--no-preview"]) == 0
+    assert main(["submit", str(SAMPLE)]) == 0
+    bodies = [json.loads(r.content) for r in seen if r.url.path == "/v1/jobs"]
+    assert [b.get("preview") for b in bodies] == [False, None, False, None]  # None: not sent, the server's true
+    assert all("preview" not in b["params"] for b in bodies)
+
+
 def test_an_image_of_no_known_kind_is_one_clear_error() -> None:
     with Client("http://svdq.test", "k", retries=0, transport=_scripted({}, [])) as c, \
             pytest.raises(SvdqError) as exc:
