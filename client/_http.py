@@ -21,6 +21,9 @@ import httpx
 from client._errors import SvdqError as SvdqError  # re-exported: the ops raise it
 from client._images import ImageArg as ImageArg  # re-exported: the clients take it
 from client._images import image_file, is_url
+from client._watch import ProgressCallback as ProgressCallback  # re-exported for the clients
+from client._watch import Sink as Sink
+from client._watch import Watch as Watch
 from client.types import Image, Job, Model, Page, Sweep
 
 T = TypeVar("T")
@@ -224,7 +227,3 @@ def preview(job: JobRef) -> Op[bytes | None]:
 def models() -> Op[list[Model]]:
     return [Model.model_validate(m) for m in (yield Call("GET", "/v1/models"))]
 
-
-from client._watch import ProgressCallback as ProgressCallback  # noqa: E402 - re-exported for the clients
-from client._watch import Sink as Sink  # noqa: E402
-from client._watch import Watch as Watch  # noqa: E402

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.registry import REGISTRY
+
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "dev-key", "password", "test", "postgres", "svdq",
                        "minioadmin", "admin", "root", "redis"}
 
@@ -112,8 +114,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _default_model_exists(self) -> Settings:
-        from models.registry import REGISTRY
-
         if self.default_model not in REGISTRY:
             raise ValueError(f"SVDQ_DEFAULT_MODEL names no model: choose one of {', '.join(REGISTRY)}")
         return self

@@ -44,13 +44,14 @@ def allow_patterns() -> list[str]:
     return list(ALLOW_PATTERNS)
 
 
+def source_variable(name: str) -> str:
+    """The variable that names a model's weights: svd-xt -> SVDQ_MODEL_SVD_XT."""
+    return f"SVDQ_MODEL_{name.upper().replace('-', '_')}"
+
+
 def revision_variable(name: str) -> str:
     """The variable that pins a model's revision: svd-xt -> SVDQ_MODEL_SVD_XT_REVISION."""
-    return f"SVDQ_MODEL_{name.upper().replace('-', '_')}_REVISION"
-
-
-def source_variable(name: str) -> str:
-    return f"SVDQ_MODEL_{name.upper().replace('-', '_')}"
+    return source_variable(name) + "_REVISION"
 
 
 def pull_command(name: str) -> str:
