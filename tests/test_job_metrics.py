@@ -9,16 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from celery import Celery
 
 from client.types import Job as SdkJob
 from models.db import session_scope
-from models.keys import store_key
-from models.migrate import upgrade
-from models.settings import Settings
 from models.tables import Job
 from ops.harness.stack import Stack
-from tests.test_worker_render import load, make_job
+from tests.test_worker_render import load, make_job, tiny_worker_context
 from worker import produce
 from worker.context import WorkerContext
 from worker.render import run_render
@@ -29,15 +25,8 @@ UNITS = {"motion": "px/frame", "frame_difference": "levels/frame", "flicker": "l
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> Iterator[WorkerContext]:
-    tmp = tmp_path_factory.mktemp("metrics-worker")
-    settings = Settings(_env_file=None, database_url=f"sqlite:///{tmp}/w.db", storage_url=f"file://{tmp}/res",
-                        cache_dir=tiny_cache, device="cpu", progress_interval_s=0.0)
-    upgrade(settings.database_url)
-    c = WorkerContext.load(settings, "tiny", celery=Celery("t", broker="memory://"))
-    with session_scope(c.sessions) as s:
-        store_key(s, "svdq_worker_metrics_key_1", name="w")
-    yield c
-    c.engine.dispose()
+    yield from tiny_worker_context(tmp_path_factory.mktemp("metrics-worker"), tiny_cache,
+                                   "svdq_worker_metrics_key_1")
 
 
 def test_a_render_stores_the_metrics_of_its_decoded_frames_with_units(ctx: WorkerContext) -> None:

@@ -24,17 +24,22 @@ from worker.context import WorkerContext
 from worker.render import run_render
 
 
-@pytest.fixture(scope="module")
-def ctx(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> Iterator[WorkerContext]:
-    tmp = tmp_path_factory.mktemp("worker")
+def tiny_worker_context(tmp: Path, tiny_cache: Path, api_key: str) -> Iterator[WorkerContext]:
+    """A tiny-model worker context on its own SQLite database and result directory, with one API key (the
+    owner of the jobs make_job writes); the engine is disposed after."""
     settings = Settings(_env_file=None, database_url=f"sqlite:///{tmp}/w.db", storage_url=f"file://{tmp}/res",
                         cache_dir=tiny_cache, device="cpu", progress_interval_s=0.0)
     upgrade(settings.database_url)
     c = WorkerContext.load(settings, "tiny", celery=Celery("t", broker="memory://"))
     with session_scope(c.sessions) as s:
-        store_key(s, "svdq_worker_unit_key_1", name="w")
+        store_key(s, api_key, name="w")
     yield c
     c.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> Iterator[WorkerContext]:
+    yield from tiny_worker_context(tmp_path_factory.mktemp("worker"), tiny_cache, "svdq_worker_unit_key_1")
 
 
 def make_job(ctx: WorkerContext, *, store_image: bool = True, status: str = "queued", **params: object) -> str:
